@@ -1,0 +1,55 @@
+"""The `dftrain` command line: wiring only.
+
+Each stage's arguments are parsed in dftrain/commands/<stage>.py, which calls the
+stage's library module. Group commands (shard, model) are Typer sub-apps; the
+others are single commands registered from their module's Typer app.
+"""
+
+import typer
+
+from dftrain.commands import (
+    compare,
+    demo,
+    evaluate,
+    export,
+    generalize,
+    generate,
+    model,
+    precompute,
+    reproduce,
+    score,
+    shard,
+    train,
+)
+
+app = typer.Typer(
+    name="dftrain",
+    help="Train text-to-image diffusion models that copy less (generalized captions + dual fusion).",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+
+app.add_typer(shard.app, name="shard", help="Build, validate and inspect webdataset shards.")
+app.add_typer(model.app, name="model", help="Build the embedded tiny Stable-Diffusion-shaped model.")
+
+# Single-command stages, in pipeline order.
+for module in (score, generalize, precompute, train, export, generate, evaluate, compare, demo, reproduce):
+    app.registered_commands.extend(module.app.registered_commands)
+
+
+def main() -> None:
+    import sys
+
+    from dftrain.errors import DftrainError
+
+    try:
+        app()
+    except DftrainError as exc:
+        # Expected problems (bad input, missing files, bad config): one line, no stack trace.
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(1)
+
+
+if __name__ == "__main__":
+    main()

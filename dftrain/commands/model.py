@@ -1,0 +1,13 @@
+"""`dftrain model ...`."""
+
+import typer
+
+from dftrain.commands import PASSTHROUGH, not_implemented
+
+app = typer.Typer(help="model commands", no_args_is_help=True)
+
+
+@app.command("todo", context_settings=PASSTHROUGH)
+def todo(ctx: typer.Context) -> None:
+    """Not implemented yet."""
+    not_implemented("model")
