@@ -1,13 +1,172 @@
-"""`dftrain shard ...`."""
+"""`dftrain shard build | objects | synthetic | validate | info`: webdataset shards and their manifests."""
+
+from __future__ import annotations
+
+import logging
+import shlex
+from pathlib import Path
 
 import typer
 
-from dftrain.commands import PASSTHROUGH, not_implemented
-
-app = typer.Typer(help="shard commands", no_args_is_help=True)
+app = typer.Typer(help="Build, validate and inspect webdataset shards.", no_args_is_help=True)
 
 
-@app.command("todo", context_settings=PASSTHROUGH)
-def todo(ctx: typer.Context) -> None:
-    """Not implemented yet."""
-    not_implemented("shard")
+def _setup_logging() -> None:
+    # Skipped samples are logged (logger "dftrain.shards") with their key; show them unless the caller
+    # configured logging already.
+    if not logging.getLogger().handlers:
+        logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+
+
+def _command_line(*parts: object) -> str:
+    words: list[str] = ["dftrain", "shard"]
+    for part in parts:
+        if part is None or part is False:
+            continue
+        words.append(str(part))
+    return shlex.join(words)
+
+
+def _progress(total: int, label: str):
+    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
+
+    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
+    task = progress.add_task(label, total=total)
+    return progress, (lambda: progress.advance(task))
+
+
+def _print_build_report(report, what: str) -> None:
+    typer.echo(f"{what}: {report.written} samples in {report.shards} shard(s) -> {report.out}")
+    if report.stats.total_skipped:
+        reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(report.stats.skipped.items()))
+        typer.echo(f"skipped {report.stats.total_skipped} ({reasons}); keys are in the log above")
+
+
+@app.command("build")
+def build(
+    images: Path = typer.Option(..., "--images", help="Folder of images (searched recursively; matched by file stem)."),
+    captions: Path = typer.Option(..., "--captions", help="Captions: .json {key: caption|[captions]}, .jsonl or .csv."),
+    out: Path = typer.Option(..., "--out", help="Output folder for the tars and manifest.json."),
+    samples_per_shard: int = typer.Option(10000, "--samples-per-shard", min=1, help="Samples per tar."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input instead of skipping it."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes that decode and convert images."),
+) -> None:
+    """Training shards (jpg, txt, json) from an image folder and a captions file."""
+    from dftrain.shards.build import build_shards, load_captions
+
+    _setup_logging()
+    command = _command_line("build", "--images", images, "--captions", captions, "--out", out,
+                            "--samples-per-shard", samples_per_shard, strict and "--strict")
+    total = len(load_captions(captions)[0]) if captions.is_file() else 0
+    progress, advance = _progress(total, "shard build")
+    with progress:
+        report = build_shards(images, captions, out, samples_per_shard=samples_per_shard, strict=strict,
+                              command=command, workers=workers, on_sample=advance)
+    _print_build_report(report, "built")
+    if report.unused_images:
+        typer.echo(f"{report.unused_images} image(s) had no caption and were not used")
+
+
+@app.command("objects")
+def objects(
+    imagefolder: Path = typer.Option(..., "--imagefolder", help="Class folders, or a Tiny-ImageNet root (words.txt)."),
+    out: Path = typer.Option(..., "--out", help="Output folder for the tars and manifest.json."),
+    samples_per_shard: int = typer.Option(10000, "--samples-per-shard", min=1, help="Samples per tar."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first bad image instead of skipping it."),
+    workers: int = typer.Option(1, "--workers", min=1, help="Processes that decode and convert images."),
+) -> None:
+    """A labelled object bank (jpg, cls, json with the class name) from class folders."""
+    from dftrain.shards.build import build_objects, count_inputs
+
+    _setup_logging()
+    command = _command_line("objects", "--imagefolder", imagefolder, "--out", out,
+                            "--samples-per-shard", samples_per_shard, strict and "--strict")
+    total = count_inputs(imagefolder) if imagefolder.is_dir() else 0
+    progress, advance = _progress(total, "shard objects")
+    with progress:
+        report = build_objects(imagefolder, out, samples_per_shard=samples_per_shard, strict=strict,
+                               command=command, workers=workers, on_sample=advance)
+    _print_build_report(report, f"object bank with {len(report.classes)} classes")
+
+
+@app.command("synthetic")
+def synthetic(
+    out: Path = typer.Option(..., "--out", help="Output folder: OUT/train and OUT/objects."),
+    n: int = typer.Option(300, "--n", min=1, help="Number of training images."),
+    size: int = typer.Option(64, "--size", min=8, help="Image side in pixels."),
+    dup_fraction: float = typer.Option(0.1, "--dup-fraction", min=0.0, max=1.0,
+                                       help="Fraction of images repeated several times, as in web data."),
+    seed: int = typer.Option(0, "--seed", help="Random seed (the dataset is deterministic for a seed)."),
+    samples_per_shard: int = typer.Option(100, "--samples-per-shard", min=1, help="Samples per tar."),
+    objects_per_class: int = typer.Option(20, "--objects-per-class", min=1, help="Object-bank images per class."),
+) -> None:
+    """The embedded synthetic dataset: specific captions, duplicated images, and an object bank."""
+    from dftrain.shards.manifest import Manifest
+    from dftrain.synthetic import write_synthetic
+
+    _setup_logging()
+    write_synthetic(out, n=n, size=size, dup_fraction=dup_fraction, seed=seed, samples_per_shard=samples_per_shard,
+                    objects_per_class=objects_per_class)
+    for part in ("train", "objects"):
+        folder = out / part
+        if (folder / "manifest.json").is_file():
+            manifest = Manifest.load(folder)
+            typer.echo(f"{folder}: {manifest.total_samples} samples in {len(manifest.shards)} shard(s)")
+
+
+@app.command("validate")
+def validate(
+    folder: Path = typer.Argument(..., help="A shard folder (with manifest.json)."),
+    strict: bool = typer.Option(False, "--strict", help="Stop at the first problem."),
+) -> None:
+    """Check every tar against the manifest (exists, size, sha256, count) and decode every sample."""
+    from dftrain.shards.manifest import ShardError
+    from dftrain.shards.validate import validate as validate_folder
+
+    _setup_logging()
+    try:
+        report = validate_folder(folder, strict=strict)
+    except ShardError as exc:
+        typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        raise typer.Exit(code=1) from None
+    typer.echo(
+        f"{folder}: kind {report.kind or '?'}, shards {report.shards_ok}/{report.shards_expected} ok, "
+        f"samples {report.samples_ok}/{report.samples_expected} ok"
+    )
+    for warning in report.warnings:
+        typer.echo(f"warning: {warning}")
+    for problem in report.problems:
+        typer.echo(f"problem: {problem}")
+    if not report.ok:
+        typer.echo(f"{len(report.problems)} problem(s)")
+        raise typer.Exit(code=1)
+    typer.echo("ok")
+
+
+def _human_bytes(count: int) -> str:
+    size = float(count)
+    for unit in ("B", "KB", "MB", "GB"):
+        if size < 1000 or unit == "GB":
+            return f"{size:.1f} {unit}" if unit != "B" else f"{count} B"
+        size /= 1000
+    return f"{count} B"
+
+
+@app.command("info")
+def info(folder: Path = typer.Argument(..., help="A shard folder (with manifest.json).")) -> None:
+    """Kind, sample and shard counts, size and the command that made a shard folder."""
+    from dftrain.shards.manifest import Manifest
+
+    manifest = Manifest.load(folder)
+    typer.echo(f"folder:   {folder}")
+    typer.echo(f"kind:     {manifest.kind}")
+    typer.echo(f"samples:  {manifest.total_samples}")
+    typer.echo(f"shards:   {len(manifest.shards)}")
+    typer.echo(f"size:     {_human_bytes(manifest.total_bytes)}")
+    typer.echo(f"created:  {manifest.created}")
+    typer.echo(f"command:  {manifest.command}")
+    classes = manifest.extra.get("classes")
+    if classes:
+        names = ", ".join(str(c.get("class_name")) for c in classes[:10])
+        more = f" (+{len(classes) - 10} more)" if len(classes) > 10 else ""
+        typer.echo(f"classes:  {len(classes)}: {names}{more}")

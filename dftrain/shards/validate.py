@@ -1,0 +1,152 @@
+"""`dftrain shard validate`: check every tar against the manifest and decode every sample."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dftrain.shards.manifest import MANIFEST_NAME, TMP_SUFFIX, Manifest, ShardError, sha256_file
+from dftrain.shards.samples import SampleProblem, decode_sample
+from dftrain.shards.tario import DuplicateKey, RawSample, TarDamage, iter_tar
+
+# Fields each kind of dataset must have in every sample.
+REQUIRED_FIELDS = {
+    "train": ("jpg", "txt"),
+    "generalized": ("jpg", "txt"),
+    "objects": ("jpg", "cls"),
+}
+
+
+@dataclass(frozen=True)
+class Problem:
+    shard: str
+    key: str | None
+    reason: str
+    detail: str = ""
+
+    def __str__(self) -> str:
+        where = self.shard + (f" sample {self.key}" if self.key else "")
+        return f"{where}: {self.reason}" + (f" ({self.detail})" if self.detail else "")
+
+
+@dataclass
+class ValidationReport:
+    folder: Path
+    kind: str = ""
+    shards_expected: int = 0
+    shards_ok: int = 0
+    samples_expected: int = 0
+    samples_ok: int = 0
+    bytes_expected: int = 0
+    problems: list[Problem] = field(default_factory=list)
+    warnings: list[str] = field(default_factory=list)
+
+    @property
+    def ok(self) -> bool:
+        return not self.problems
+
+    def to_dict(self) -> dict:
+        return {
+            "folder": str(self.folder),
+            "kind": self.kind,
+            "shards_expected": self.shards_expected,
+            "shards_ok": self.shards_ok,
+            "samples_expected": self.samples_expected,
+            "samples_ok": self.samples_ok,
+            "bytes": self.bytes_expected,
+            "problems": [str(p) for p in self.problems],
+            "warnings": list(self.warnings),
+            "ok": self.ok,
+        }
+
+
+def _check_shard(
+    path: Path, expected_samples: int, require: Sequence[str], seen_keys: dict[str, str], add: Callable[..., None]
+) -> int:
+    """Decode every sample of one tar; returns the number of good samples."""
+    good = 0
+    samples_found = 0
+    damaged = False
+    for event in iter_tar(path):
+        if isinstance(event, TarDamage):
+            add(path.name, event.key, "corrupt tar", event.detail)
+            damaged = True
+        elif isinstance(event, DuplicateKey):
+            add(path.name, event.key, "duplicate key", "appears twice in this tar")
+        elif isinstance(event, RawSample):
+            samples_found += 1
+            if event.key in seen_keys:
+                add(path.name, event.key, "duplicate key", f"also in {seen_keys[event.key]}")
+                continue
+            seen_keys[event.key] = path.name
+            try:
+                decode_sample(event.fields, require=require, decode=True)
+            except SampleProblem as problem:
+                add(path.name, event.key, problem.reason, problem.detail)
+                continue
+            good += 1
+    if not damaged and samples_found != expected_samples:
+        add(path.name, None, "sample count mismatch", f"manifest says {expected_samples}, tar has {samples_found}")
+    return good
+
+
+def validate(
+    folder: str | os.PathLike,
+    *,
+    strict: bool = False,
+    require: Sequence[str] | None = None,
+    on_shard: Callable[[str], None] | None = None,
+) -> ValidationReport:
+    """Check manifest, every tar (exists, size, sha256, sample count) and every sample (decodes).
+
+    strict=True raises ShardError at the first problem. `on_shard(name)` is called after each tar
+    (for a progress bar).
+    """
+    folder = Path(folder)
+    report = ValidationReport(folder)
+
+    def add(shard: str, key: str | None, reason: str, detail: str = "") -> None:
+        problem = Problem(shard, key, reason, detail)
+        if strict:
+            raise ShardError(f"strict mode: {folder}: {problem}")
+        report.problems.append(problem)
+
+    try:
+        manifest = Manifest.load(folder)
+    except ShardError as exc:
+        add(MANIFEST_NAME, None, "invalid manifest", str(exc))
+        return report
+    report.kind = manifest.kind
+    report.shards_expected = len(manifest.shards)
+    report.samples_expected = manifest.total_samples
+    report.bytes_expected = manifest.total_bytes
+    required = tuple(require) if require is not None else REQUIRED_FIELDS.get(manifest.kind, ())
+
+    listed = {shard.name for shard in manifest.shards}
+    for path in sorted(folder.iterdir()):
+        if path.name.endswith(TMP_SUFFIX):
+            report.warnings.append(f"{path.name}: temporary file of an interrupted write (ignored)")
+        elif path.suffix == ".tar" and path.name not in listed:
+            report.warnings.append(f"{path.name}: tar not listed in the manifest (ignored by readers)")
+
+    seen_keys: dict[str, str] = {}
+    for shard in manifest.shards:
+        path = folder / shard.name
+        problems_before = len(report.problems)
+        if not path.is_file():
+            add(shard.name, None, "missing shard", "listed in the manifest but not found")
+        else:
+            size = path.stat().st_size
+            if size != shard.bytes:
+                add(shard.name, None, "size mismatch", f"manifest says {shard.bytes} bytes, file has {size}")
+            digest = sha256_file(path)
+            if digest != shard.sha256:
+                add(shard.name, None, "sha256 mismatch", f"manifest {shard.sha256[:12]}..., file {digest[:12]}...")
+            report.samples_ok += _check_shard(path, shard.samples, required, seen_keys, add)
+        if len(report.problems) == problems_before:
+            report.shards_ok += 1
+        if on_shard is not None:
+            on_shard(shard.name)
+    return report

@@ -1,0 +1,175 @@
+"""`shard build` (captions as JSON, JSONL, CSV) and `shard objects` (class folders, Tiny-ImageNet)."""
+
+from __future__ import annotations
+
+import csv
+import json
+
+import pytest
+from PIL import Image
+from shards_helpers import make_jpeg, make_png
+
+from dftrain.errors import ConfigError
+from dftrain.shards import Manifest, ShardError, SkipStats, iter_samples
+from dftrain.shards.build import build_objects, build_shards, load_captions
+
+CAPTIONS = {"cat_01": "A cat on a mat", "dog_02": ["A dog", "A brown dog in Paris"], "logo": "Logo of ACME 3000"}
+
+
+@pytest.fixture
+def image_dir(tmp_path):
+    folder = tmp_path / "images"
+    (folder / "nested").mkdir(parents=True)
+    (folder / "cat_01.jpg").write_bytes(make_jpeg(1, size=30))
+    (folder / "nested" / "dog_02.JPEG").write_bytes(make_jpeg(2, size=20))
+    (folder / "logo.png").write_bytes(make_png(3, size=16))  # RGBA: converted to JPEG
+    (folder / "uncaptioned.jpg").write_bytes(make_jpeg(4))
+    return folder
+
+
+def write_captions(path, fmt):
+    if fmt == "json":
+        path.write_text(json.dumps(CAPTIONS))
+    elif fmt == "jsonl":
+        lines = []
+        for key, value in CAPTIONS.items():
+            field = "captions" if isinstance(value, list) else "caption"
+            lines.append(json.dumps({"key": key, field: value}))
+        path.write_text("\n".join(lines) + "\n")
+    else:
+        with open(path, "w", newline="") as handle:
+            writer = csv.writer(handle)
+            writer.writerow(["key", "caption"])
+            for key, value in CAPTIONS.items():
+                for caption in value if isinstance(value, list) else [value]:
+                    writer.writerow([key, caption])
+    return path
+
+
+@pytest.mark.parametrize("fmt", ["json", "jsonl", "csv"])
+def test_build_from_each_captions_format(tmp_path, image_dir, fmt):
+    captions = write_captions(tmp_path / f"captions.{fmt}", fmt)
+    report = build_shards(image_dir, captions, tmp_path / "out", samples_per_shard=2, command="cmd")
+    assert report.written == 3 and report.shards == 2 and report.stats.total_skipped == 0
+    assert report.unused_images == 1
+    samples = list(iter_samples(tmp_path / "out", rank=0, world_size=1))
+    by_caption_key = {s["json"]["caption_key"]: s for s in samples}
+    assert sorted(by_caption_key) == sorted(CAPTIONS)
+    cat, dog, logo = by_caption_key["cat_01"], by_caption_key["dog_02"], by_caption_key["logo"]
+    assert cat["jpg"] == (image_dir / "cat_01.jpg").read_bytes()  # JPEG copied byte for byte
+    assert cat["txt"] == "A cat on a mat" and "captions" not in cat["json"]
+    assert cat["json"]["width"] == 30 and cat["json"]["source"] == "cat_01.jpg"
+    assert dog["txt"] == "A dog" and dog["json"]["captions"] == ["A dog", "A brown dog in Paris"]
+    assert dog["json"]["source"] == "nested/dog_02.JPEG"
+    assert logo["jpg"][:2] == b"\xff\xd8" and logo["image"].size == (19, 16)
+    assert [s["__key__"] for s in samples] == sorted(s["__key__"] for s in samples)
+    assert Manifest.load(tmp_path / "out").command == "cmd"
+
+
+def test_build_skips_missing_and_undecodable_images_with_keys(tmp_path, image_dir):
+    (image_dir / "broken.jpg").write_bytes(b"\xff\xd8 not really")
+    captions = tmp_path / "c.json"
+    captions.write_text(json.dumps({**CAPTIONS, "broken": "x", "ghost": "no such image", "blank": "  "}))
+    report = build_shards(image_dir, captions, tmp_path / "out")
+    assert report.written == 3
+    assert dict(report.stats.problems) == {
+        "broken": "undecodable image", "ghost": "missing image", "blank": "empty caption"}
+    assert Manifest.load(tmp_path / "out").extra["skipped"] == {
+        "undecodable image": 1, "missing image": 1, "empty caption": 1}
+    with pytest.raises(ShardError, match="strict mode: blank: empty caption"):
+        build_shards(image_dir, captions, tmp_path / "strict", strict=True)
+    assert not (tmp_path / "strict" / "manifest.json").exists()
+
+
+def test_build_is_deterministic(tmp_path, image_dir):
+    captions = write_captions(tmp_path / "c.jsonl", "jsonl")
+    build_shards(image_dir, captions, tmp_path / "a", samples_per_shard=2)
+    build_shards(image_dir, captions, tmp_path / "b", samples_per_shard=2)
+    assert [s.sha256 for s in Manifest.load(tmp_path / "a").shards] == [
+        s.sha256 for s in Manifest.load(tmp_path / "b").shards]
+
+
+def test_captions_file_errors(tmp_path):
+    bad = tmp_path / "c.csv"
+    bad.write_text("name,text\na,b\n")
+    with pytest.raises(ConfigError, match="'key' and 'caption'"):
+        load_captions(bad)
+    with pytest.raises(ConfigError, match="unknown format"):
+        load_captions(bad.rename(tmp_path / "c.txt"))
+    lines = tmp_path / "c.jsonl"
+    lines.write_text('{"key": "a", "caption": "ok"}\nnot json\n{"key": "b", "caption": 3}\n')
+    captions, problems = load_captions(lines)
+    assert captions == {"a": ["ok"]}
+    assert [where for where, _ in problems] == ["line 2", "b"]
+
+
+def _save_image(path, seed, fmt="JPEG"):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(make_jpeg(seed) if fmt == "JPEG" else make_png(seed, mode="RGB"))
+
+
+def test_objects_from_class_folders(tmp_path):
+    root = tmp_path / "bank"
+    for c, name in enumerate(["teapot", "bicycle", "apple"]):
+        for i in range(2):
+            _save_image(root / name / f"{i}.jpg", 10 * c + i)
+    (root / "empty").mkdir()
+    report = build_objects(root, tmp_path / "out", samples_per_shard=4)
+    assert report.written == 6
+    manifest = Manifest.load(tmp_path / "out")
+    assert manifest.kind == "objects"
+    assert [(c["class_id"], c["class_name"], c["samples"]) for c in manifest.extra["classes"]] == [
+        (0, "apple", 2), (1, "bicycle", 2), (2, "teapot", 2)]
+    stats = SkipStats()
+    samples = list(iter_samples(tmp_path / "out", rank=0, world_size=1, require=("jpg", "cls"), stats=stats))
+    assert len(samples) == 6 and stats.total_skipped == 0
+    for sample in samples:
+        assert sample["json"]["class_name"] == ["apple", "bicycle", "teapot"][sample["cls"]]
+        assert sample["json"]["class_id"] == sample["cls"] and "wnid" not in sample["json"]
+        assert sample["json"]["source"].startswith(sample["json"]["class_name"] + "/")
+
+
+def test_objects_from_tiny_imagenet_layout(tmp_path):
+    root = tmp_path / "tiny-imagenet-200"
+    (root / "val").mkdir(parents=True)
+    (root / "words.txt").write_text("n01443537\tgoldfish, Carassius auratus\nn02085620\tChihuahua\nn0000\tunused\n")
+    (root / "wnids.txt").write_text("n01443537\nn02085620\n")
+    for c, wnid in enumerate(["n02085620", "n01443537"]):
+        for i in range(3):
+            _save_image(root / "train" / wnid / "images" / f"{wnid}_{i}.JPEG", 10 * c + i)
+        (root / "train" / wnid / f"{wnid}_boxes.txt").write_text("ignored")
+    report = build_objects(root, tmp_path / "out")
+    assert report.written == 6
+    classes = Manifest.load(tmp_path / "out").extra["classes"]
+    assert classes == [
+        {"class_id": 0, "class_name": "goldfish", "samples": 3, "wnid": "n01443537"},
+        {"class_id": 1, "class_name": "Chihuahua", "samples": 3, "wnid": "n02085620"},
+    ]
+    samples = list(iter_samples(tmp_path / "out", rank=0, world_size=1, require=("jpg", "cls")))
+    assert {(s["cls"], s["json"]["wnid"], s["json"]["class_name"]) for s in samples} == {
+        (0, "n01443537", "goldfish"), (1, "n02085620", "Chihuahua")}
+    # pointing at train/ directly works too
+    assert build_objects(root / "train", tmp_path / "out2").written == 6
+
+
+def test_objects_png_is_converted_and_bad_image_skipped(tmp_path):
+    root = tmp_path / "bank"
+    _save_image(root / "cup" / "a.png", 1, fmt="PNG")
+    (root / "cup" / "b.jpg").write_bytes(b"garbage")
+    report = build_objects(root, tmp_path / "out")
+    assert report.written == 1
+    assert report.stats.problems == [("cup/b.jpg", "undecodable image")]
+    (sample,) = iter_samples(tmp_path / "out", rank=0, world_size=1, require=("jpg", "cls"))
+    assert sample["jpg"][:2] == b"\xff\xd8" and isinstance(sample["image"], Image.Image)
+
+
+@pytest.mark.multiproc
+def test_parallel_build_gives_identical_shards(tmp_path, image_dir):
+    (image_dir / "broken.jpg").write_bytes(b"garbage")
+    captions = tmp_path / "c.json"
+    captions.write_text(json.dumps({**CAPTIONS, "broken": "x"}))
+    one = build_shards(image_dir, captions, tmp_path / "one", samples_per_shard=2)
+    two = build_shards(image_dir, captions, tmp_path / "two", samples_per_shard=2, workers=2)
+    assert one.stats.problems == two.stats.problems == [("broken", "undecodable image")]
+    assert [s.sha256 for s in Manifest.load(tmp_path / "one").shards] == [
+        s.sha256 for s in Manifest.load(tmp_path / "two").shards]
