@@ -1,13 +1,29 @@
-"""`dftrain demo`."""
+"""`dftrain demo`: the whole method on the embedded default."""
+
+from pathlib import Path
 
 import typer
-
-from dftrain.commands import PASSTHROUGH, not_implemented
 
 app = typer.Typer()
 
 
-@app.command("demo", context_settings=PASSTHROUGH)
-def demo(ctx: typer.Context) -> None:
-    """Not implemented yet."""
-    not_implemented("demo")
+@app.command("demo")
+def demo(
+    out: Path = typer.Option(Path("runs/demo"), help="Run folder; a re-run reuses the finished stages."),
+    profile: str = typer.Option("default", help="Size: 'default' (~15 min on 2 cores) or 'ci' (minimal)."),
+    ranks: int = typer.Option(2, help="DeepSpeed ranks (CPU processes) per training run."),
+    deepspeed: str = typer.Option(None, help="DeepSpeed config for training (default ds_configs/zero2.json)."),
+) -> None:
+    """Synthetic data -> generalize -> score -> train 3 variants -> generate -> evaluate -> compare."""
+    from rich.console import Console
+
+    from dftrain.demo import build_stages, write_report
+    from dftrain.stages import run_stages, summary_table
+
+    console = Console(stderr=True)
+    out.mkdir(parents=True, exist_ok=True)
+    stages = build_stages(out, profile=profile, ranks=ranks, zero_config=deepspeed)
+    results = run_stages(out, stages, console=console)
+    report = write_report(out)
+    console.print(summary_table(results))
+    console.print(f"report: {report}")
