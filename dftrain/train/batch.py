@@ -1,0 +1,153 @@
+"""Turn a list of examples into the UNet's inputs: latents (with latent fusion) and caption
+states (with the text mitigations, caption fusion and embedding mitigations).
+
+All randomness comes from one torch.Generator and one random.Random per rank, in a fixed
+order, so a resumed run that restores both draws exactly what the uninterrupted run drew.
+"""
+
+from __future__ import annotations
+
+import random
+
+import torch
+
+from dftrain.train import fusion, mitigations
+from dftrain.train.models import encode_token_ids, tokenize
+
+
+class BatchBuilder:
+    def __init__(self, cfg, components, bank, *, device, generator: torch.Generator, rng: random.Random, precomputed: bool):
+        self.cfg, self.c, self.bank = cfg, components, bank
+        self.device, self.generator, self.rng, self.precomputed = device, generator, rng, precomputed
+        self.latent_fusion = fusion.uses_latent_fusion(cfg.fusion)
+        self.caption_fusion = fusion.uses_caption_fusion(cfg.fusion)
+        self.vocabulary: list[str] = []
+        if components.tokenizer is not None and (cfg.caption_replace_p > 0 or cfg.word_insert > 0):
+            self.vocabulary = mitigations.vocabulary_from_tokenizer(components.tokenizer)
+        if bank is not None and self.latent_fusion and not precomputed:
+            latent_shape = tuple(self.encode_mean(bank.pixels(torch.arange(1))).shape[1:])
+            bank.cache_latents(self.encode_mean, max_bytes=cfg.object_cache_mb * 2**20, latent_shape=latent_shape)
+        self.object_states = None
+        if self.caption_fusion and cfg.caption_fusion == "embed_add":
+            # E(" with " + k) for every class, once: the text encoder is frozen.
+            phrases = [fusion.object_phrase(k) for k in bank.class_names]
+            ids = tokenize(components.tokenizer, phrases)
+            self.object_states = torch.cat(
+                [encode_token_ids(components.text_encoder, ids[i : i + 64]) for i in range(0, len(ids), 64)]
+            ).float()
+
+    # ---- text -------------------------------------------------------------------------
+    def captions(self, examples: list[dict]) -> list[str]:
+        cfg, rng = self.cfg, self.rng
+        out = []
+        for ex in examples:
+            caption = mitigations.choose_one_caption(ex["captions"], rng) if cfg.multi_caption else ex["caption"]
+            if cfg.caption_replace_p > 0:
+                caption = mitigations.random_caption_replacement(caption, self.vocabulary, cfg.caption_replace_p, rng)
+            if cfg.word_insert > 0:
+                caption = mitigations.random_word_insertion(caption, self.vocabulary, cfg.word_insert, rng)
+            if cfg.word_repeat > 0:
+                caption = mitigations.word_repetition(caption, cfg.word_repeat, rng)
+            out.append(caption)
+        return out
+
+    def tail_added_ids(self, captions: list[str], class_names: list[str]) -> torch.Tensor:
+        tok = self.c.tokenizer
+        rows = []
+        for caption, name in zip(captions, class_names, strict=True):
+            rows.append(
+                fusion.tail_add_ids(
+                    tok(caption, add_special_tokens=False).input_ids,
+                    tok(fusion.object_phrase(name), add_special_tokens=False).input_ids,
+                    tok.model_max_length,
+                    tok.bos_token_id,
+                    tok.eos_token_id,
+                    tok.pad_token_id if tok.pad_token_id is not None else tok.eos_token_id,
+                )
+            )
+        return torch.tensor(rows)
+
+    def text_states(self, examples: list[dict], object_idx: torch.Tensor | None) -> torch.Tensor:
+        cfg = self.cfg
+        class_ids = self.bank.class_ids[object_idx] if object_idx is not None else None
+        if self.precomputed:
+            states = torch.stack([ex["text_states"] for ex in examples]).float()
+        else:
+            captions = self.captions(examples)
+            if self.caption_fusion and cfg.caption_fusion == "tail_add":
+                ids = self.tail_added_ids(captions, [self.bank.class_names[int(k)] for k in class_ids])
+            else:
+                ids = tokenize(self.c.tokenizer, captions)
+            states = encode_token_ids(self.c.text_encoder, ids).float().cpu()
+        if self.caption_fusion and cfg.caption_fusion == "embed_add":
+            states = fusion.embed_add(states, self.object_states[class_ids].to(states.device), cfg.w_emb)
+        if cfg.embed_noise_sigma > 0:
+            states = mitigations.gaussian_embedding_noise(states, cfg.embed_noise_sigma, self.generator)
+        if cfg.mixup_alpha > 0:
+            lam = mitigations.sample_mixup_lambda(cfg.mixup_alpha, len(examples), self.generator)
+            partners = mitigations.mixup_partners(len(examples), self.generator)
+            states = mitigations.embedding_mixup(states, lam, partners)
+        return states
+
+    # ---- latents ----------------------------------------------------------------------
+    @torch.no_grad()
+    def encode_mean(self, pixels: torch.Tensor) -> torch.Tensor:
+        """VAE latent-distribution mean x scaling factor (object latents: a constant per image)."""
+        vae = self.c.vae
+        return vae.encode(pixels.to(self.device, vae.dtype)).latent_dist.mean.float().cpu() * self.c.scaling_factor
+
+    def flips(self, n: int) -> torch.Tensor:
+        if not self.cfg.random_flip:
+            return torch.zeros(n, dtype=torch.bool)
+        return torch.rand(n, generator=self.generator) < 0.5
+
+    @torch.no_grad()
+    def latents(self, examples: list[dict], object_idx: torch.Tensor | None) -> torch.Tensor:
+        n = len(examples)
+        flip = self.flips(n)
+        cached_objects = self.bank is not None and self.bank.latents is not None
+        z_obj = None
+        if self.latent_fusion and object_idx is not None and cached_objects:
+            z_obj = self.bank.cached_latents(object_idx)
+        if self.precomputed:
+            rows = []
+            for ex, f in zip(examples, flip.tolist(), strict=True):
+                if f and ex.get("latent_flip") is not None:
+                    rows.append(ex["latent_flip"])
+                else:
+                    rows.append(ex["latent"].flip(-1) if f else ex["latent"])
+            z = torch.stack(rows).float()
+        else:
+            pixels = torch.stack([ex["pixels"] for ex in examples])
+            pixels = torch.where(flip.view(-1, 1, 1, 1), pixels.flip(-1), pixels)
+            encode_objects = self.latent_fusion and object_idx is not None and not cached_objects
+            if encode_objects:
+                pixels = torch.cat([pixels, self.bank.pixels(object_idx)])  # one VAE call for both
+            vae = self.c.vae
+            dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
+            noise = torch.randn(dist.mean[:n].shape, generator=self.generator).to(dist.mean.device, dist.mean.dtype)
+            z = (dist.mean[:n] + dist.std[:n] * noise).float().cpu() * self.c.scaling_factor
+            if encode_objects:  # object latents: the distribution mean, like the cached ones
+                z_obj = dist.mean[n:].float().cpu() * self.c.scaling_factor
+        if z_obj is not None:
+            z = fusion.latent_fusion(z, z_obj, self.cfg.w_lat)
+        return z
+
+    # ---- everything -------------------------------------------------------------------
+    def build(self, examples: list[dict]) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(noisy latents, timesteps, caption states, target), on CPU in fp32."""
+        n = len(examples)
+        object_idx = self.bank.draw(n, self.generator) if self.bank is not None else None
+        z = self.latents(examples, object_idx)
+        states = self.text_states(examples, object_idx)
+        sched = self.c.noise_scheduler
+        noise = torch.randn(z.shape, generator=self.generator)
+        t = torch.randint(0, sched.config.num_train_timesteps, (n,), generator=self.generator)
+        noisy = sched.add_noise(z, noise, t)
+        if sched.config.prediction_type == "epsilon":
+            target = noise
+        elif sched.config.prediction_type == "v_prediction":
+            target = sched.get_velocity(z, noise, t)
+        else:
+            raise ValueError(f"unsupported prediction type {sched.config.prediction_type!r}")
+        return noisy, t, states, target

@@ -1,0 +1,248 @@
+"""Training examples and the object bank, read from shards through dftrain.shards.
+
+Two kinds of shard folders (manifest "kind"):
+- images (train / objects / generalized): `jpg` decoded, resized, centre-cropped, in [-1, 1];
+- precomputed latents (kind "latents", written by `dftrain precompute`): the field
+  `latents.safetensors` holds `latent` [C, h, w] (already multiplied by the VAE scaling
+  factor), `latent_flip` when flips were precomputed, and `text_states` [T, D] for
+  training samples.
+
+The training stream is deterministic for a given (seed, rank, world size), so a resumed run
+can skip to the recorded position (epoch, index) and see exactly the same examples.
+The object bank is read once into memory at start-up (no directory scans per draw).
+"""
+
+from __future__ import annotations
+
+import io
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import torch
+
+from dftrain.errors import ConfigError, DftrainError
+
+log = logging.getLogger("dftrain.train")
+
+LATENTS_FIELD = "latents.safetensors"
+
+
+@dataclass
+class StreamPosition:
+    epoch: int = 0
+    index: int = 0  # examples this rank has taken in the current epoch
+
+    def as_dict(self) -> dict[str, int]:
+        return {"epoch": self.epoch, "index": self.index}
+
+
+def shard_paths(folder: str | Path) -> list[Path]:
+    from dftrain.shards import Manifest, ShardError
+
+    folder = Path(folder)
+    try:
+        paths = list(Manifest.load(folder).shard_paths(folder))
+    except ShardError:
+        paths = sorted(folder.glob("*.tar"))
+    if not paths:
+        raise ConfigError(f"no shards in {folder}")
+    return paths
+
+
+def decode_image(jpg: bytes, resolution: int) -> torch.Tensor:
+    """JPEG bytes -> float tensor [3, R, R] in [-1, 1] (shorter side resized to R, centre crop)."""
+    import numpy as np
+    from PIL import Image
+
+    with Image.open(io.BytesIO(jpg)) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        scale = resolution / min(w, h)
+        if scale != 1.0:
+            im = im.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC)
+        w, h = im.size
+        left, top = (w - resolution) // 2, (h - resolution) // 2
+        im = im.crop((left, top, left + resolution, top + resolution))
+        array = np.asarray(im, dtype=np.float32)
+    return torch.from_numpy(array).permute(2, 0, 1).div(127.5).sub(1.0).contiguous()
+
+
+def load_latents_field(raw: bytes) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load
+
+    return load(raw)
+
+
+def _text(value) -> str:
+    if isinstance(value, bytes):
+        return value.decode("utf-8")
+    return value if isinstance(value, str) else ""
+
+
+def pick_caption(sample: dict, caption_field: str) -> str:
+    """`txt` (the training caption) or the original caption kept in json."""
+    meta = sample.get("json") or {}
+    if caption_field == "orig":
+        for key in ("orig_caption", "caption"):
+            if isinstance(meta.get(key), str) and meta[key].strip():
+                return meta[key]
+    return _text(sample.get("txt", ""))
+
+
+def all_captions(sample: dict, caption_field: str) -> list[str]:
+    meta = sample.get("json") or {}
+    captions = [c for c in meta.get("captions") or [] if isinstance(c, str) and c.strip()]
+    return captions or [pick_caption(sample, caption_field)]
+
+
+class TrainStream:
+    """Endless, deterministic stream of this rank's training examples (epoch after epoch)."""
+
+    def __init__(
+        self,
+        folder: str | Path,
+        *,
+        rank: int,
+        world_size: int,
+        resolution: int,
+        precomputed: bool,
+        caption_field: str = "txt",
+        shuffle_buffer: int = 256,
+        seed: int = 0,
+        position: StreamPosition | None = None,
+    ):
+        from dftrain.shards import SkipStats
+
+        self.paths = shard_paths(folder)
+        self.rank, self.world_size = rank, world_size
+        self.resolution, self.precomputed = resolution, precomputed
+        self.caption_field, self.shuffle_buffer, self.seed = caption_field, shuffle_buffer, seed
+        self.position = position or StreamPosition()
+        self.stats = SkipStats()
+        # Fewer shards than ranks: split by example instead of by shard so that no rank is idle.
+        self.split_by_shard = len(self.paths) >= world_size
+        self._iter = self._examples()
+
+    def _raw_epoch(self, epoch: int) -> Iterator[dict]:
+        from dftrain.shards import iter_samples
+
+        require = (LATENTS_FIELD,) if self.precomputed else ("jpg", "txt")
+        kwargs = dict(
+            shuffle_buffer=self.shuffle_buffer, seed=self.seed * 100003 + epoch, decode=False,
+            require=require, stats=self.stats,
+        )
+        if self.split_by_shard:
+            yield from iter_samples(self.paths, rank=self.rank, world_size=self.world_size, **kwargs)
+        else:
+            for i, sample in enumerate(iter_samples(self.paths, rank=0, world_size=1, **kwargs)):
+                if i % self.world_size == self.rank:
+                    yield sample
+
+    def _examples(self) -> Iterator[dict]:
+        skip = self.position.index
+        while True:
+            produced = 0
+            for i, raw in enumerate(self._raw_epoch(self.position.epoch)):
+                produced += 1
+                if i < skip:
+                    continue
+                self.position.index = i + 1
+                example = self.convert(raw)
+                if example is not None:
+                    yield example
+            if produced == 0:
+                raise DftrainError(f"rank {self.rank}: no usable training samples in {self.paths[0].parent}")
+            self.position = StreamPosition(self.position.epoch + 1, 0)
+            skip = 0
+
+    def convert(self, raw: dict) -> dict:
+        example = {
+            "key": raw.get("__key__"),
+            "caption": pick_caption(raw, self.caption_field),
+            "captions": all_captions(raw, self.caption_field),
+        }
+        if self.precomputed:
+            tensors = load_latents_field(raw[LATENTS_FIELD])
+            example["latent"] = tensors["latent"]
+            example["latent_flip"] = tensors.get("latent_flip")
+            example["text_states"] = tensors.get("text_states")
+        else:
+            try:
+                example["pixels"] = decode_image(raw["jpg"], self.resolution)
+            except Exception as exc:  # PIL raises many types for a bad image
+                log.warning("skipped sample %s: undecodable image (%s)", example["key"], exc)
+                self.stats.add(str(example["key"]), "undecodable image")
+                return None
+        return example
+
+    def next_batch(self, n: int) -> list[dict]:
+        return [next(self._iter) for _ in range(n)]
+
+
+def class_name_of(sample: dict) -> str:
+    meta = sample.get("json") or {}
+    name = meta.get("class_name")
+    if isinstance(name, str) and name.strip():
+        return name.strip().replace("_", " ")
+    if "cls" in sample:
+        return str(sample["cls"])
+    raise DftrainError(f"object sample {sample.get('__key__')} has no class_name in json and no cls")
+
+
+class ObjectBank:
+    """All object-bank examples in memory: JPEG bytes (images) or latents, and class names."""
+
+    def __init__(self, folder: str | Path, *, precomputed: bool, resolution: int):
+        from dftrain.shards import SkipStats, iter_samples
+
+        self.precomputed, self.resolution = precomputed, resolution
+        self.stats = SkipStats()
+        require = (LATENTS_FIELD,) if precomputed else ("jpg",)
+        items, names = [], []
+        for sample in iter_samples(shard_paths(folder), rank=0, world_size=1, decode=False, require=require, stats=self.stats):
+            names.append(class_name_of(sample))
+            items.append(load_latents_field(sample[LATENTS_FIELD])["latent"] if precomputed else sample["jpg"])
+        if not items:
+            raise ConfigError(f"object bank {folder} holds no usable samples")
+        self.class_names = sorted(set(names))
+        index = {name: i for i, name in enumerate(self.class_names)}
+        self.class_ids = torch.tensor([index[n] for n in names])
+        self.latents = torch.stack(items) if precomputed else None
+        self.jpgs = None if precomputed else items
+        log.info("object bank: %d examples of %d classes from %s", len(items), len(self.class_names), folder)
+
+    def __len__(self) -> int:
+        return len(self.class_ids)
+
+    def draw(self, n: int, generator: torch.Generator) -> torch.Tensor:
+        """n random object indices (uniform over the bank)."""
+        return torch.randint(0, len(self), (n,), generator=generator)
+
+    def cache_latents(self, encode, *, max_bytes: int, latent_shape: tuple[int, ...], batch_size: int = 32) -> bool:
+        """Encode every object image once (fixed batches: deterministic) and keep the latents (fp16).
+
+        Skipped (returns False) when the bank would take more than `max_bytes`; then objects are
+        encoded per draw. The frozen VAE makes an object's latent a constant, so this only saves time.
+        """
+        if self.latents is not None:
+            return True
+        numel = 1
+        for dim in latent_shape:
+            numel *= dim
+        if len(self) * numel * 2 > max_bytes:
+            log.info("object bank latents would take %.1f MiB > cap: encoding objects per draw", len(self) * numel * 2 / 2**20)
+            return False
+        chunks = []
+        for start in range(0, len(self), batch_size):
+            chunks.append(encode(self.pixels(torch.arange(start, min(start + batch_size, len(self))))).half())
+        self.latents = torch.cat(chunks)
+        log.info("object bank: %d latents cached in memory (%.1f MiB)", len(self), self.latents.numel() * 2 / 2**20)
+        return True
+
+    def pixels(self, indices: torch.Tensor) -> torch.Tensor:
+        return torch.stack([decode_image(self.jpgs[int(i)], self.resolution) for i in indices])
+
+    def cached_latents(self, indices: torch.Tensor) -> torch.Tensor:
+        return self.latents[indices].float()

@@ -1,0 +1,191 @@
+"""`dftrain precompute`: encode VAE latents and text-encoder states once, into shards.
+
+Output folder (manifest kind "latents"), one output shard per input shard, same names.
+Each sample keeps `__key__`, `txt`, `json` (and `cls` for object banks) and adds
+`latents.safetensors`, a safetensors blob with:
+
+  latent       [C, h, w]  VAE latent-distribution mean x scaling_factor (what the UNet sees)
+  latent_flip  [C, h, w]  the same for the horizontally flipped image (when --random-flip)
+  text_states  [T, D]     text-encoder last hidden states of the chosen caption (training sets only)
+
+stored in --dtype (fp16 by default). manifest extra: resolution, scaling_factor, flip,
+caption_field, dtype, model, source. Ranks split the input shards (shard i -> rank i % w);
+finished output shards are skipped on a rerun, and the manifest is written when every
+shard exists.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Iterator
+from pathlib import Path
+
+import torch
+
+from dftrain.errors import DftrainError
+from dftrain.train.data import LATENTS_FIELD, decode_image, pick_caption, shard_paths
+
+log = logging.getLogger("dftrain.precompute")
+
+STORAGE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+
+
+def encode_latent_blob(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> bytes:
+    from safetensors.torch import save
+
+    return save({k: v.to(dtype).contiguous() for k, v in tensors.items()})
+
+
+def _batches(items: Iterator[dict], size: int) -> Iterator[list[dict]]:
+    batch: list[dict] = []
+    for item in items:
+        batch.append(item)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+class Encoder:
+    """The frozen VAE and text encoder of a pipeline folder, on the best device available."""
+
+    def __init__(self, model: str | Path, *, with_text: bool, resolution: int | None):
+        from dftrain.train.models import load_text_encoder, load_vae
+
+        self.device = torch.device("cuda") if torch.cuda.is_available() else torch.device("cpu")
+        dtype = torch.bfloat16 if self.device.type == "cuda" else torch.float32
+        self.vae = load_vae(model, self.device, dtype)
+        self.scaling_factor = float(self.vae.config.scaling_factor)
+        self.tokenizer, self.text_encoder = load_text_encoder(model, self.device, dtype) if with_text else (None, None)
+        if resolution is None:
+            from diffusers import UNet2DConditionModel
+
+            unet_config = UNet2DConditionModel.load_config(str(model), subfolder="unet")
+            sample = unet_config["sample_size"]
+            resolution = int(sample[0] if isinstance(sample, list) else sample) * 2 ** (len(self.vae.config.block_out_channels) - 1)
+        self.resolution = resolution
+
+    @torch.no_grad()
+    def latents(self, pixels: torch.Tensor) -> torch.Tensor:
+        mean = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist.mean
+        return mean.float().cpu() * self.scaling_factor
+
+    @torch.no_grad()
+    def text(self, captions: list[str]) -> torch.Tensor:
+        from dftrain.train.models import tokenize
+
+        ids = tokenize(self.tokenizer, captions).to(self.device)
+        return self.text_encoder(ids)[0].float().cpu()
+
+
+def encode_shard_samples(
+    raw_samples: Iterator[dict], enc: Encoder, *, objects: bool, flip: bool, caption_field: str,
+    batch_size: int, dtype: torch.dtype, skipped: list[str],
+) -> Iterator[dict]:
+    for batch in _batches(raw_samples, batch_size):
+        good, pixels = [], []
+        for sample in batch:
+            try:
+                pixels.append(decode_image(sample["jpg"], enc.resolution))
+                good.append(sample)
+            except Exception as exc:  # PIL raises many types
+                log.warning("skipped sample %s: undecodable image (%s)", sample.get("__key__"), exc)
+                skipped.append(str(sample.get("__key__")))
+        if not good:
+            continue
+        px = torch.stack(pixels)
+        z = enc.latents(px)
+        z_flip = enc.latents(px.flip(-1)) if flip else None
+        states = None if objects else enc.text([pick_caption(s, caption_field) for s in good])
+        for i, sample in enumerate(good):
+            tensors = {"latent": z[i]}
+            if z_flip is not None:
+                tensors["latent_flip"] = z_flip[i]
+            if states is not None:
+                tensors["text_states"] = states[i]
+            out = {"__key__": sample["__key__"], LATENTS_FIELD: encode_latent_blob(tensors, dtype)}
+            for field in ("txt", "json", "cls"):
+                if field in sample:
+                    out[field] = sample[field]
+            yield out
+
+
+def precompute_folder(
+    source: str | Path, out: str | Path, enc: Encoder, *, objects: bool, flip: bool, caption_field: str = "txt",
+    batch_size: int = 16, dtype: str = "fp16", rank: int = 0, world_size: int = 1, command: str = "",
+    progress: bool = True,
+) -> dict:
+    from dftrain.shards import Manifest, ShardInfo, SkipStats, iter_samples, write_shard
+
+    source, out = Path(source), Path(out)
+    if dtype not in STORAGE_DTYPES:
+        raise DftrainError(f"--dtype must be one of {', '.join(STORAGE_DTYPES)}")
+    inputs = shard_paths(source)
+    out.mkdir(parents=True, exist_ok=True)
+    mine = inputs[rank::world_size]
+    stats, skipped, written = SkipStats(), [], 0
+    for path in mine:
+        target = out / path.name
+        info_file = out / f".{path.name}.info.json"
+        source_id = {"source": str(path.resolve()), "source_bytes": path.stat().st_size, "resolution": enc.resolution,
+                     "flip": flip and not objects, "caption_field": caption_field, "dtype": dtype}
+        if target.is_file() and info_file.is_file():
+            if json.loads(info_file.read_text()).get("made_from") == source_id:
+                log.info("%s already done: skipped", target)
+                continue
+            log.info("%s was made from other input or settings: encoding again", target)
+        raw = iter_samples([path], rank=0, world_size=1, decode=False, require=("jpg",) if objects else ("jpg", "txt"), stats=stats)
+        info = write_shard(target, encode_shard_samples(
+            raw, enc, objects=objects, flip=flip and not objects, caption_field=caption_field,
+            batch_size=batch_size, dtype=STORAGE_DTYPES[dtype], skipped=skipped,
+        ))
+        info_file.write_text(json.dumps({"name": info.name, "samples": info.samples, "sha256": info.sha256,
+                                         "bytes": info.bytes, "made_from": source_id}))
+        written += info.samples
+        if progress:
+            print(f"  {target.name}: {info.samples} samples")
+    infos = [out / f".{p.name}.info.json" for p in inputs]
+    manifest_written = False
+    if all(f.is_file() for f in infos):
+        shards = [ShardInfo.from_dict({k: v for k, v in json.loads(f.read_text()).items() if k != "made_from"}) for f in infos]
+        try:
+            source_manifest = Manifest.load(source)
+            source_kind = source_manifest.kind
+        except Exception:
+            source_kind = "unknown"
+        Manifest(kind="latents", shards=shards, command=command, extra={
+            "resolution": enc.resolution, "scaling_factor": enc.scaling_factor, "flip": flip and not objects,
+            "caption_field": None if objects else caption_field, "dtype": dtype, "source": str(source),
+            "source_kind": source_kind, "objects": objects,
+        }).save(out)
+        manifest_written = True
+    return {"out": str(out), "samples": written, "skipped": len(skipped) + stats.total_skipped, "manifest": manifest_written}
+
+
+def precompute(
+    model: str | Path, shards: str | Path, out: str | Path, *, objects: str | Path | None = None,
+    objects_out: str | Path | None = None, resolution: int | None = None, flip: bool = True,
+    caption_field: str = "txt", batch_size: int = 16, dtype: str = "fp16", rank: int | None = None,
+    world_size: int | None = None, command: str = "",
+) -> dict:
+    """Encode the training shards (and the object bank) into latent shards."""
+    from dftrain.distributed import rank_info
+
+    for folder in (model, shards, objects):
+        if folder is not None and not Path(folder).is_dir():
+            raise DftrainError(f"folder not found: {folder}")
+    info = rank_info(rank, world_size)
+    enc = Encoder(model, with_text=True, resolution=resolution)
+    result = {"train": precompute_folder(
+        shards, out, enc, objects=False, flip=flip, caption_field=caption_field, batch_size=batch_size,
+        dtype=dtype, rank=info.rank, world_size=info.world_size, command=command,
+    )}
+    if objects is not None:
+        objects_out = objects_out or Path(out).parent / f"{Path(out).name}-objects"
+        result["objects"] = precompute_folder(
+            objects, objects_out, enc, objects=True, flip=False, batch_size=batch_size, dtype=dtype,
+            rank=info.rank, world_size=info.world_size, command=command,
+        )
+    return result

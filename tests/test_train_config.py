@@ -1,0 +1,117 @@
+"""Bad configurations stop before any compute, with a clear message."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+import time
+
+import pytest
+from train_helpers import REPO, build_test_shards, cpu_env
+
+from dftrain.errors import ConfigError
+from dftrain.train.config import build_config, validate
+
+
+@pytest.fixture(scope="module")
+def paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("train_config")
+    train, objects = build_test_shards(root, n_train=4, n_per_class=1)
+    model = root / "model"
+    for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        (model / sub).mkdir(parents=True)  # validation only looks at the layout
+    return {"model": str(model), "shards": str(train), "objects": str(objects), "out": str(root / "run")}
+
+
+def problems(paths, **overrides):
+    with pytest.raises(ConfigError) as info:
+        validate(build_config(None, {**paths, **overrides}))
+    return str(info.value)
+
+
+def test_valid_config_passes_and_reports_facts(paths):
+    facts = validate(build_config(None, paths))
+    assert facts["zero_stage"] == 2 and facts["precomputed"] is False and facts["train_kind"] == "train"
+
+
+def test_unknown_zero_stage(paths, tmp_path):
+    assert "unknown ZeRO stage 4" in problems(paths, zero_stage=4)
+    ds = tmp_path / "ds.json"
+    ds.write_text(json.dumps({"zero_optimization": {"stage": 7}}))
+    assert "unknown ZeRO stage 7" in problems(paths, deepspeed=str(ds))
+
+
+def test_fusion_weights_outside_unit_interval(paths):
+    assert "--w-lat must be [0.0, 1.0], got 1.5" in problems(paths, w_lat=1.5)
+    assert "--w-lat must be [0.0, 1.0], got -0.1" in problems(paths, w_lat=-0.1)
+    assert "--w-emb" in problems(paths, w_emb=2.0)
+
+
+def test_fusion_needs_an_object_bank(paths):
+    message = problems(paths, objects=None)
+    assert "--fusion dual needs an object bank" in message
+    validate(build_config(None, {**paths, "objects": None, "fusion": "none"}))  # no fusion: fine
+
+
+def test_missing_shard_folder_and_model(paths, tmp_path):
+    assert f"shard folder not found: {tmp_path / 'nope'}" in problems(paths, shards=str(tmp_path / "nope"))
+    assert "model folder not found" in problems(paths, model=str(tmp_path / "nomodel"))
+
+
+def test_other_bad_options_are_all_listed(paths):
+    message = problems(paths, fusion="triple", precision="fp8", lr_schedule="linear", steps=0, attention="flash")
+    for part in ("--fusion must be one of", "--precision must be one of", "--lr-schedule", "--steps", "--attention"):
+        assert part in message
+
+
+def test_yaml_config_and_flag_override(paths, tmp_path):
+    cfg_file = tmp_path / "run.yaml"
+    cfg_file.write_text("w-lat: 0.2\nsteps: 7\nfusion: latent\n")
+    cfg = build_config(str(cfg_file), {**paths, "steps": 9, "w_lat": None})
+    assert (cfg.w_lat, cfg.steps, cfg.fusion) == (0.2, 9, "latent")
+    cfg_file.write_text("bogus_option: 1\n")
+    with pytest.raises(ConfigError, match="unknown option 'bogus_option'"):
+        build_config(str(cfg_file), paths)
+
+
+def test_cli_fails_fast_without_deepspeed(paths):
+    """The command exits 1 with one line, before DeepSpeed or any model is touched."""
+    args = [sys.executable, "-m", "dftrain", "train", "--local_rank=0", *sum(([f"--{k}", v] for k, v in paths.items()), []),
+            "--zero-stage", "5", "--w-lat", "3"]
+    start = time.perf_counter()
+    proc = subprocess.run(args, env=cpu_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1, proc.stderr
+    assert "unknown ZeRO stage 5" in proc.stderr and "--w-lat" in proc.stderr
+    assert "Traceback" not in proc.stderr
+    assert time.perf_counter() - start < 60
+
+
+def test_gpu_only_options_are_refused_on_cpu(paths):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("CUDA machine: fp16 and xformers are allowed")
+    message = problems(paths, precision="fp16", attention="xformers")
+    assert "fp16 is not supported on CPU" in message and "xformers needs a CUDA GPU" in message
+
+
+def test_text_options_refused_on_precomputed_text_states(paths, tmp_path):
+    import shutil
+
+    latents = tmp_path / "lat"
+    shutil.copytree(paths["shards"], latents)
+    manifest = json.loads((latents / "manifest.json").read_text())
+    manifest["kind"] = "latents"
+    (latents / "manifest.json").write_text(json.dumps(manifest))
+    message = problems(paths, shards=str(latents), objects=paths["objects"], word_repeat=2, caption_fusion="tail_add")
+    assert "--word-repeat" in message and "tail_add" in message
+    assert "both be precomputed latents or both images" in message  # objects are still images
+
+
+def test_tensorboard_without_the_package(paths):
+    import importlib.util
+
+    if importlib.util.find_spec("tensorboard") is not None:
+        pytest.skip("tensorboard is installed")
+    assert "--tensorboard needs the tensorboard package" in problems(paths, tensorboard=True)

@@ -1,0 +1,116 @@
+"""One DeepSpeed process in the test process: resume equality, precomputed latents, export."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from train_helpers import in_process_env, quick_config, read_metrics, shared_assets, unet_weights
+
+from dftrain.train.trainer import train
+
+
+@pytest.fixture(scope="module")
+def assets(tmp_path_factory):
+    return shared_assets(tmp_path_factory)
+
+
+def test_resume_equals_uninterrupted_run(assets, tmp_path, monkeypatch):
+    """6 steps in one run == 3 steps + resume + 3 steps (fp32, parameters within 1e-6)."""
+    in_process_env(monkeypatch)
+    common = dict(export=False, warmup_steps=2, mixup_alpha=0.5, embed_noise_sigma=0.05, word_repeat=1, caption_field="orig")
+    train(quick_config(assets, tmp_path / "straight", **common))
+    train(quick_config(assets, tmp_path / "split", steps=3, **common))
+    summary = train(quick_config(assets, tmp_path / "split", resume="auto", **common))
+    assert summary["history"][0]["step"] == 4  # it continued, not restarted
+    step_a, a = unet_weights(tmp_path / "straight")
+    step_b, b = unet_weights(tmp_path / "split")
+    assert step_a == step_b == 6
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+    losses_a = [r["loss"] for r in read_metrics(tmp_path / "straight")]
+    losses_b = [r["loss"] for r in read_metrics(tmp_path / "split")]
+    assert losses_a == pytest.approx(losses_b, abs=1e-6)
+    # and training changed the weights
+    from diffusers import UNet2DConditionModel
+
+    init = UNet2DConditionModel.from_pretrained(str(assets["model"]), subfolder="unet").state_dict()
+    assert max((a[k] - init[k]).abs().max().item() for k in a) > 1e-4
+
+
+def test_precompute_then_train_from_latents_and_export_generates(assets, tmp_path, monkeypatch):
+    from diffusers import StableDiffusionPipeline
+
+    from dftrain.shards import Manifest
+    from dftrain.train.data import LATENTS_FIELD, load_latents_field
+    from dftrain.train.precompute import precompute
+
+    result = precompute(assets["model"], assets["shards"], tmp_path / "lat", objects=assets["objects"],
+                        objects_out=tmp_path / "lat_obj", batch_size=4, rank=0, world_size=1)
+    assert result["train"]["manifest"] and result["objects"]["manifest"]
+    manifest = Manifest.load(tmp_path / "lat")
+    assert manifest.kind == "latents" and manifest.total_samples == 8 and manifest.extra["flip"] is True
+    from dftrain.shards import iter_samples
+
+    sample = next(iter_samples(tmp_path / "lat", rank=0, world_size=1, decode=False, require=(LATENTS_FIELD,)))
+    tensors = load_latents_field(sample[LATENTS_FIELD])
+    assert tensors["latent"].shape == (4, 8, 8) and tensors["latent_flip"].shape == (4, 8, 8)
+    import json
+
+    width = json.loads((assets["model"] / "text_encoder" / "config.json").read_text())["hidden_size"]
+    assert tensors["text_states"].shape == (77, width)
+
+    in_process_env(monkeypatch)
+    cfg = quick_config(assets, tmp_path / "run", shards=str(tmp_path / "lat"), objects=str(tmp_path / "lat_obj"),
+                       steps=4, precision="bf16", ema=True, ema_decay=0.9, prediction_type="v_prediction")
+    summary = train(cfg)
+    assert summary["step"] == 4 and (tmp_path / "run" / "pipeline" / "unet" / "diffusion_pytorch_model.safetensors").is_file()
+    pipe = StableDiffusionPipeline.from_pretrained(summary["pipeline"])
+    image = pipe("a red circle", num_inference_steps=2, height=32, width=32,
+                 generator=torch.Generator().manual_seed(0)).images[0]
+    assert image.size == (32, 32)
+    import numpy as np
+
+    assert np.asarray(image).std() > 0  # an actual picture, not a constant
+    # the run trained v-prediction: the exported scheduler samples with it
+    assert pipe.scheduler.config.prediction_type == "v_prediction"
+    assert summary["history"][-1]["step"] == 4
+
+    # `dftrain export` from the run folder: the raw (non-EMA) weights on request; refuses to overwrite
+    from typer.testing import CliRunner
+
+    from dftrain.cli import app
+
+    result = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "exp"), "--no-ema"])
+    assert result.exit_code == 0, result.output
+    exported = StableDiffusionPipeline.from_pretrained(str(tmp_path / "exp")).unet.state_dict()
+    step, trained = unet_weights(tmp_path / "run")
+    assert step == 4 and all(torch.equal(exported[k], trained[k]) for k in trained)
+    ema_weights = pipe.unet.state_dict()
+    assert any(not torch.equal(ema_weights[k], trained[k]) for k in trained)  # EMA differs from raw weights
+    again = CliRunner().invoke(app, ["export", str(tmp_path / "run"), "--out", str(tmp_path / "exp")])
+    assert again.exit_code != 0 and "not empty" in str(again.exception)
+
+
+def test_deepspeed_launcher_local_rank_is_stripped():
+    from dftrain.train.__main__ import split_local_rank
+
+    assert split_local_rank(["--local_rank=3", "--steps", "2"]) == (["--steps", "2"], "3")
+    assert split_local_rank(["--out", "x", "--local-rank", "1"]) == (["--out", "x"], "1")
+    assert split_local_rank(["--steps", "2"]) == (["--steps", "2"], None)
+
+
+def test_precompute_rerun_skips_finished_shards_and_redoes_changed_ones(assets, tmp_path, caplog):
+    import logging
+
+    from dftrain.shards import Manifest
+    from dftrain.train.precompute import precompute
+
+    precompute(assets["model"], assets["shards"], tmp_path / "lat", batch_size=8, rank=0, world_size=1)
+    first = Manifest.load(tmp_path / "lat")
+    with caplog.at_level(logging.INFO, logger="dftrain.precompute"):
+        precompute(assets["model"], assets["shards"], tmp_path / "lat", batch_size=8, rank=0, world_size=1)
+    assert caplog.text.count("already done: skipped") == len(first.shards)
+    caplog.clear()
+    with caplog.at_level(logging.INFO, logger="dftrain.precompute"):
+        result = precompute(assets["model"], assets["shards"], tmp_path / "lat", flip=False, batch_size=8, rank=0, world_size=1)
+    assert "already done" not in caplog.text and result["train"]["samples"] == first.total_samples
+    assert Manifest.load(tmp_path / "lat").extra["flip"] is False
