@@ -39,12 +39,18 @@ for module in (score, generalize, precompute, train, export, generate, evaluate,
 
 
 def main() -> None:
+    import os
     import sys
 
+    from dftrain.distributed import split_local_rank
     from dftrain.errors import DftrainError
 
+    # The deepspeed launcher inserts --local_rank=N anywhere (even before the subcommand).
+    argv, local_rank = split_local_rank(sys.argv[1:])
+    if local_rank is not None:
+        os.environ.setdefault("LOCAL_RANK", local_rank)
     try:
-        app()
+        app(argv, prog_name="dftrain")
     except DftrainError as exc:
         # Expected problems (bad input, missing files, bad config): one line, no stack trace.
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)

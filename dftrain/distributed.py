@@ -58,3 +58,19 @@ def split_for_rank(items: Sequence[T], rank: int, world_size: int) -> list[T]:
     if world_size < 1 or not 0 <= rank < world_size:
         raise ValueError(f"invalid rank {rank} of world size {world_size}")
     return list(items[rank::world_size])
+
+
+def split_local_rank(argv: list[str]) -> tuple[list[str], str | None]:
+    """Remove `--local_rank=N` / `--local-rank N` from argv; return (rest, N)."""
+    rest, value, i = [], None, 0
+    while i < len(argv):
+        arg = argv[i]
+        if arg.startswith(("--local_rank=", "--local-rank=")):
+            value = arg.split("=", 1)[1]
+        elif arg in ("--local_rank", "--local-rank") and i + 1 < len(argv):
+            value = argv[i + 1]
+            i += 1
+        else:
+            rest.append(arg)
+        i += 1
+    return rest, value

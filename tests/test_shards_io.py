@@ -300,3 +300,16 @@ def test_reads_tars_written_by_webdataset(tmp_path):
             writer.write({"__key__": key_of(i), "jpg": make_jpeg(i), "txt": f"t{i}", "json": b'{"i": 1}'})
     samples = list(iter_samples(tmp_path / "shard-000000.tar", rank=0, world_size=1))
     assert [(s["__key__"], s["txt"], s["json"]) for s in samples] == [(key_of(i), f"t{i}", {"i": 1}) for i in range(3)]
+
+
+def test_atomic_write_gives_ordinary_file_mode(tmp_path):
+    import os
+    import stat
+
+    from dftrain.shards.manifest import atomic_write_bytes
+
+    target = tmp_path / "x.json"
+    atomic_write_bytes(target, b"{}")
+    mask = os.umask(0)
+    os.umask(mask)
+    assert stat.S_IMODE(target.stat().st_mode) == 0o666 & ~mask

@@ -91,7 +91,7 @@ def test_precompute_then_train_from_latents_and_export_generates(assets, tmp_pat
 
 
 def test_deepspeed_launcher_local_rank_is_stripped():
-    from dftrain.train.__main__ import split_local_rank
+    from dftrain.distributed import split_local_rank
 
     assert split_local_rank(["--local_rank=3", "--steps", "2"]) == (["--steps", "2"], "3")
     assert split_local_rank(["--out", "x", "--local-rank", "1"]) == (["--out", "x"], "1")

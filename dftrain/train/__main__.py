@@ -11,21 +11,7 @@ from __future__ import annotations
 import os
 import sys
 
-
-def split_local_rank(argv: list[str]) -> tuple[list[str], str | None]:
-    """Remove `--local_rank=N` / `--local-rank N` from argv; return (rest, N)."""
-    rest, value, i = [], None, 0
-    while i < len(argv):
-        arg = argv[i]
-        if arg.startswith(("--local_rank=", "--local-rank=")):
-            value = arg.split("=", 1)[1]
-        elif arg in ("--local_rank", "--local-rank") and i + 1 < len(argv):
-            value = argv[i + 1]
-            i += 1
-        else:
-            rest.append(arg)
-        i += 1
-    return rest, value
+from dftrain.distributed import split_local_rank
 
 
 def main() -> None:
