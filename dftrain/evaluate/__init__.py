@@ -1,0 +1,15 @@
+"""Generation and replication evaluation.
+
+generate.py     images from a pipeline folder, prompted with the ORIGINAL training captions
+descriptors.py  copy-detection descriptors (embedded, sscd, dino, clip) behind one interface
+cache.py        descriptor cache per image set (safetensors + json, keyed by image hashes)
+retrieval.py    FAISS nearest-neighbour search in bounded memory (exact and IVF)
+metrics.py      pure numpy metrics (similarity summaries, diversity, Frechet distance)
+fid.py          FID over a local Inception TorchScript file
+inputs.py       reading a generations folder and a training shard set
+run.py          `dftrain evaluate`: wires the pieces, writes matches/report
+report.py       report.json, report.md and the two figures
+compare.py      `dftrain compare`: runs side by side against a baseline
+augment.py      seeded image augmentations and random scenes (planted-copy checks)
+calibrate.py    measuring a descriptor on planted copies vs unrelated pairs
+"""

@@ -1,0 +1,129 @@
+"""Reading the two image sets evaluate compares: a generations folder and training shards."""
+
+from __future__ import annotations
+
+import io
+import json
+import logging
+from collections.abc import Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+from PIL import Image, UnidentifiedImageError
+
+from dftrain.errors import DftrainError
+
+log = logging.getLogger("dftrain.evaluate")
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
+PROMPTS_FILE = "prompts.jsonl"
+
+
+@dataclass(frozen=True)
+class Generation:
+    file: str  # path relative to the generations folder
+    prompt: str | None
+    train_key: str | None
+    seed: int | None
+
+
+def load_generations(gen_dir: str | Path) -> list[Generation]:
+    """The generations in `gen_dir`: from prompts.jsonl when present, else every image file in it.
+
+    Raises DftrainError for a missing or empty folder, a malformed prompts.jsonl, or one naming
+    files that do not exist.
+    """
+    gen_dir = Path(gen_dir)
+    if not gen_dir.is_dir():
+        raise DftrainError(f"generations folder {gen_dir} does not exist")
+    prompts = gen_dir / PROMPTS_FILE
+    if prompts.is_file():
+        items = _read_prompts(prompts)
+        missing = [g.file for g in items if not (gen_dir / g.file).is_file()]
+        if missing:
+            shown = ", ".join(missing[:5]) + (" ..." if len(missing) > 5 else "")
+            raise DftrainError(f"{prompts} names {len(missing)} image(s) that do not exist in {gen_dir}: {shown}")
+    else:
+        files = sorted(p for p in gen_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+        items = [Generation(str(p.relative_to(gen_dir)), None, None, None) for p in files]
+    if not items:
+        raise DftrainError(f"no generated images in {gen_dir} (expected {PROMPTS_FILE} or image files)")
+    return items
+
+
+def _read_prompts(path: Path) -> list[Generation]:
+    items, seen = [], set()
+    with path.open(encoding="utf-8") as f:
+        for line_no, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+                file = row["file"]
+            except (json.JSONDecodeError, KeyError, TypeError) as exc:
+                raise DftrainError(f"{path}:{line_no}: not a JSON object with a 'file' field ({exc})") from exc
+            if file in seen:
+                raise DftrainError(f"{path}:{line_no}: file {file!r} listed twice")
+            seen.add(file)
+            seed = row.get("seed")
+            items.append(Generation(file, row.get("prompt"), row.get("train_key"),
+                                    None if seed is None else int(seed)))
+    return items
+
+
+def decode_image(data: bytes) -> Image.Image:
+    """Decode image bytes to RGB; DftrainError when they are not an image."""
+    try:
+        with Image.open(io.BytesIO(data)) as img:
+            return img.convert("RGB")
+    except (UnidentifiedImageError, OSError, ValueError) as exc:
+        raise DftrainError(f"undecodable image ({exc})") from exc
+
+
+def iter_generation_bytes(gen_dir: Path, items: list[Generation]) -> Iterator[tuple[str, bytes]]:
+    for g in items:
+        yield g.file, (gen_dir / g.file).read_bytes()
+
+
+def original_caption(sample: dict) -> str | None:
+    """The ORIGINAL caption of a training sample: json orig_caption, else json caption, else txt."""
+    meta = sample.get("json") or {}
+    for field in ("orig_caption", "caption"):
+        value = meta.get(field) if isinstance(meta, dict) else None
+        if isinstance(value, str) and value.strip():
+            return value
+    txt = sample.get("txt")
+    if isinstance(txt, bytes):
+        txt = txt.decode("utf-8", errors="replace")
+    return txt if isinstance(txt, str) and txt.strip() else None
+
+
+def iter_train_samples(train_dir: str | Path, *, require: tuple[str, ...] = ("jpg",), stats=None) -> Iterator[dict]:
+    """Raw (undecoded) training samples, in shard order; bad samples are counted in `stats` and logged."""
+    from dftrain.shards import iter_samples
+
+    train_dir = Path(train_dir)
+    if not train_dir.exists():
+        raise DftrainError(f"training shards folder {train_dir} does not exist")
+    yield from iter_samples(train_dir, decode=False, require=require, stats=stats, rank=0, world_size=1)
+
+
+def iter_train_bytes(train_dir: str | Path, stats=None) -> Iterator[tuple[str, bytes]]:
+    for sample in iter_train_samples(train_dir, stats=stats):
+        yield sample["__key__"], sample["jpg"]
+
+
+def read_train_images(train_dir: str | Path, keys: set[str]) -> dict[str, Image.Image]:
+    """Decode the training images with the given keys (one pass over the shards)."""
+    found: dict[str, Image.Image] = {}
+    if not keys:
+        return found
+    for key, data in iter_train_bytes(train_dir):
+        if key in keys:
+            try:
+                found[key] = decode_image(data)
+            except DftrainError:
+                log.warning("training image %s could not be decoded for the figure", key)
+            if len(found) == len(keys):
+                break
+    return found

@@ -1,0 +1,127 @@
+"""Replication, diversity and fit metrics: pure numpy functions, no I/O.
+
+Similarities are cosines of L2-normalised descriptors (inner products).
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Hashable, Iterable, Sequence
+
+import numpy as np
+from scipy import linalg
+
+PERCENTILES = (75, 90, 95)
+
+
+def similarity_summary(best_sims: np.ndarray, threshold: float = 0.5, prefix: str = "sim") -> dict[str, float]:
+    """Mean, std (population), 75/90/95th percentiles (linear interpolation) and fraction > threshold."""
+    sims = np.asarray(best_sims, dtype=np.float64)
+    if sims.size == 0:
+        raise ValueError("no similarities to summarise")
+    out = {f"{prefix}_mean": float(sims.mean()), f"{prefix}_std": float(sims.std())}
+    for p in PERCENTILES:
+        out[f"{prefix}_p{p}"] = float(np.percentile(sims, p))
+    out[f"{prefix}_frac_above"] = float((sims > threshold).mean())
+    return out
+
+
+def own_match_rate(best_keys: Sequence[str | None], own_keys: Sequence[str | None]) -> float | None:
+    """Fraction of generations whose nearest training image is the one whose caption prompted them.
+
+    Only generations with a known own key count; None when there are none.
+    """
+    pairs = [(b, o) for b, o in zip(best_keys, own_keys, strict=True) if o is not None]
+    if not pairs:
+        return None
+    return float(np.mean([b == o for b, o in pairs]))
+
+
+def mean_pairwise_distance(descriptors: np.ndarray) -> float:
+    """Mean cosine distance (1 - cos) over the unordered pairs of L2-normalised rows (n >= 2)."""
+    x = np.asarray(descriptors, dtype=np.float64)
+    n = len(x)
+    if n < 2:
+        raise ValueError("need at least two descriptors")
+    # sum over i != j of cos = |sum x|^2 - sum |x_i|^2, without the n x n matrix.
+    total = x.sum(axis=0)
+    off_diagonal = float(total @ total - np.einsum("ij,ij->", x, x))
+    return 1.0 - off_diagonal / (n * (n - 1))
+
+
+def diversity(descriptors: np.ndarray, groups: Sequence[Hashable | None]) -> tuple[float | None, int]:
+    """Mean pairwise cosine distance within each group (generations of one prompt), averaged over
+    groups with >= 2 members. Returns (value or None, number of groups used). None groups are ignored."""
+    members: dict[Hashable, list[int]] = defaultdict(list)
+    for i, g in enumerate(groups):
+        if g is not None:
+            members[g].append(i)
+    values = [mean_pairwise_distance(descriptors[idx]) for idx in members.values() if len(idx) >= 2]
+    if not values:
+        return None, 0
+    return float(np.mean(values)), len(values)
+
+
+def recall_at_1(reference_ids: np.ndarray, approximate_ids: np.ndarray) -> float:
+    """Fraction of queries whose approximate nearest neighbour is the exact one."""
+    ref = np.asarray(reference_ids).reshape(len(reference_ids), -1)[:, 0]
+    approx = np.asarray(approximate_ids).reshape(len(approximate_ids), -1)[:, 0]
+    return float((ref == approx).mean())
+
+
+class GaussianAccumulator:
+    """Mean and covariance of feature rows, accumulated chunk by chunk in float64."""
+
+    def __init__(self, dim: int) -> None:
+        self.n = 0
+        self.total = np.zeros(dim)
+        self.outer = np.zeros((dim, dim))
+
+    def add(self, rows: np.ndarray) -> None:
+        rows = np.asarray(rows, dtype=np.float64)
+        self.n += len(rows)
+        self.total += rows.sum(axis=0)
+        self.outer += rows.T @ rows
+
+    def mean_cov(self) -> tuple[np.ndarray, np.ndarray]:
+        """Sample mean and unbiased covariance (ddof=1, as np.cov)."""
+        if self.n < 2:
+            raise ValueError("need at least two feature rows for a covariance")
+        mu = self.total / self.n
+        cov = (self.outer - self.n * np.outer(mu, mu)) / (self.n - 1)
+        return mu, cov
+
+
+def gaussian_fit(chunks: Iterable[np.ndarray] | np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    chunks = [chunks] if isinstance(chunks, np.ndarray) else chunks
+    acc = None
+    for chunk in chunks:
+        chunk = np.asarray(chunk)
+        acc = acc or GaussianAccumulator(chunk.shape[1])
+        acc.add(chunk)
+    if acc is None:
+        raise ValueError("no features")
+    return acc.mean_cov()
+
+
+def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma2: np.ndarray,
+                     eps: float = 1e-6) -> float:
+    """|mu1 - mu2|^2 + tr(S1 + S2 - 2 (S1 S2)^(1/2)), the distance behind FID.
+
+    As in the reference FID code: if the product is near singular, add eps to the diagonals;
+    a tiny imaginary part from sqrtm's numerical error is dropped.
+    """
+    mu1, mu2 = np.atleast_1d(mu1).astype(np.float64), np.atleast_1d(mu2).astype(np.float64)
+    sigma1, sigma2 = np.atleast_2d(sigma1).astype(np.float64), np.atleast_2d(sigma2).astype(np.float64)
+    if mu1.shape != mu2.shape or sigma1.shape != sigma2.shape:
+        raise ValueError(f"feature sizes differ: {mu1.shape} vs {mu2.shape}")
+    diff = mu1 - mu2
+    covmean = linalg.sqrtm(sigma1 @ sigma2)
+    if not np.isfinite(covmean).all():
+        offset = np.eye(len(sigma1)) * eps
+        covmean = linalg.sqrtm((sigma1 + offset) @ (sigma2 + offset))
+    if np.iscomplexobj(covmean):
+        if not np.allclose(np.diagonal(covmean).imag, 0, atol=1e-3):
+            raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag))} in the matrix square root")
+        covmean = covmean.real
+    return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
