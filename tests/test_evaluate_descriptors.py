@@ -15,7 +15,7 @@ from dftrain.evaluate.descriptors import (
     get_descriptor,
 )
 
-# Each planted copy: one augmentation at the strength documented in docs/readme/evaluate.md,
+# Each planted copy: one augmentation at the strength documented in docs/evaluate.md,
 # and all of them together (milder, so that the combination stays a recognisable copy).
 COPY_MAKERS = {
     "crop": lambda im, rng: aug.random_crop(im, rng, min_area=0.7),

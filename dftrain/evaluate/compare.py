@@ -1,6 +1,7 @@
 """`dftrain compare`: evaluation runs side by side against a baseline run.
 
-Replication reduction (%) = 100 * (baseline - run) / baseline, for sim_p95 and frac_above_0_5:
+Replication reduction (%) = 100 * (baseline - run) / baseline, for sim_p95, frac_above_0_5 and
+frac_above_threshold (the descriptor's own copy threshold):
 positive means the run copies less than the baseline. Deltas (run - baseline) for FID,
 fd_embedded and diversity.
 """
@@ -15,9 +16,9 @@ from pathlib import Path
 from dftrain.errors import DftrainError
 
 COLUMNS = (
-    "run", "n_generations", "descriptor", "sim_mean", "sim_p95", "frac_above_0_5", "bg_sim_p95",
+    "run", "n_generations", "descriptor", "sim_mean", "sim_p95", "frac_above_0_5", "frac_above_threshold", "bg_sim_p95",
     "own_match_rate", "fid", "fd_embedded", "diversity",
-    "sim_p95_reduction_pct", "frac_above_0_5_reduction_pct", "fid_delta", "fd_embedded_delta", "diversity_delta",
+    "sim_p95_reduction_pct", "frac_above_0_5_reduction_pct", "frac_above_threshold_reduction_pct", "fid_delta", "fd_embedded_delta", "diversity_delta",
 )
 
 
@@ -60,6 +61,7 @@ def compare_reports(reports: dict[str, dict], baseline: str) -> list[dict]:
             "sim_mean": r.get("sim_mean"),
             "sim_p95": r.get("sim_p95"),
             "frac_above_0_5": r.get("frac_above_0_5"),
+            "frac_above_threshold": r.get("frac_above_threshold"),
             "bg_sim_p95": r.get("bg_sim_p95"),
             "own_match_rate": r.get("own_match_rate"),
             "fid": r.get("fid"),
@@ -67,6 +69,8 @@ def compare_reports(reports: dict[str, dict], baseline: str) -> list[dict]:
             "diversity": r.get("diversity"),
             "sim_p95_reduction_pct": reduction_pct(base.get("sim_p95"), r.get("sim_p95")),
             "frac_above_0_5_reduction_pct": reduction_pct(base.get("frac_above_0_5"), r.get("frac_above_0_5")),
+            "frac_above_threshold_reduction_pct": reduction_pct(base.get("frac_above_threshold"),
+                                                                r.get("frac_above_threshold")),
             "fid_delta": delta(base.get("fid"), r.get("fid")),
             "fd_embedded_delta": delta(base.get("fd_embedded"), r.get("fd_embedded")),
             "diversity_delta": delta(base.get("diversity"), r.get("diversity")),

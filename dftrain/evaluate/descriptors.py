@@ -44,7 +44,7 @@ def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 # embedded: a weight-free copy descriptor
 # ----------------------------------------------------------------------------------------------
 #
-# Why these features (measurements in docs/readme/evaluate.md):
+# Why these features (measurements in docs/evaluate.md):
 # - Everything is computed on the centre 0.875 of the image after resizing its shorter side,
 #   at 64 px, and again on the inner 0.7 of that (two scales): a crop of a copy keeps most of
 #   the centre, and low resolution removes JPEG blocks and resampling differences.
@@ -166,7 +166,7 @@ class EmbeddedDescriptor:
     """Weight-free copy descriptor (numpy only); see the comment block above for the design."""
 
     name = "embedded"
-    # Copy threshold measured on planted copies vs unrelated images (docs/readme/evaluate.md,
+    # Copy threshold measured on planted copies vs unrelated images (docs/evaluate.md,
     # benchmarks/RESULTS-evaluate.md): about the 90th percentile of an unrelated image's best
     # match among 300 training images; planted copies score above it.
     threshold = 0.7

@@ -14,6 +14,12 @@ from scipy import linalg
 PERCENTILES = (75, 90, 95)
 
 
+def fraction_above(sims: np.ndarray, threshold: float) -> float:
+    """Fraction of similarities strictly above `threshold` (0.0 for an empty array)."""
+    sims = np.asarray(sims, dtype=np.float64)
+    return float((sims > threshold).mean()) if sims.size else 0.0
+
+
 def similarity_summary(best_sims: np.ndarray, threshold: float = 0.5, prefix: str = "sim") -> dict[str, float]:
     """Mean, std (population), 75/90/95th percentiles (linear interpolation) and fraction > threshold."""
     sims = np.asarray(best_sims, dtype=np.float64)

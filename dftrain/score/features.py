@@ -1,6 +1,6 @@
 """What the score needs from one spaCy Doc: token, entity, noun and verb counts.
 
-Token rule (documented in docs/readme/score.md): punctuation and whitespace
+Token rule (documented in docs/score.md): punctuation and whitespace
 tokens do not count, so "a dog." and "a dog" score the same. Every other token
 (words, numbers, symbols, emoji) counts.
 """

