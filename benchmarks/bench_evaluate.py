@@ -273,7 +273,7 @@ def main(quick: bool = False, full: bool = False) -> dict:
     sizes = [(20_000, {"nlist": 128, "nprobe_sweep": [1, 2, 4]})] if quick else [(100_000, {"nlist": 1024, "nprobe_sweep": [1, 2, 4, 8]})]
     if full:
         # IVF-Flat: recall@1 >= 0.95. IVF-PQ (add "pq_m": 79) holds 79 bytes per row instead of 1,896
-        # but its top-1 among near-tied neighbours is often wrong (RESULTS-evaluate.md).
+        # but its top-1 among near-tied neighbours is often wrong (benchmarks/RESULTS.md).
         sizes.append((1_000_000, {"nlist": 2048, "train_size": 131_072, "nprobe_sweep": [1, 2, 4, 8]}))
     results["search"] = []
     for n, params in sizes:

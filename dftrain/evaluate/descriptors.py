@@ -167,7 +167,7 @@ class EmbeddedDescriptor:
 
     name = "embedded"
     # Copy threshold measured on planted copies vs unrelated images (docs/evaluate.md,
-    # benchmarks/RESULTS-evaluate.md): about the 90th percentile of an unrelated image's best
+    # benchmarks/RESULTS.md): about the 90th percentile of an unrelated image's best
     # match among 300 training images; planted copies score above it.
     threshold = 0.7
 
