@@ -45,6 +45,9 @@ def main() -> None:
     from dftrain.distributed import split_local_rank
     from dftrain.errors import DftrainError
 
+    # transformers warns on every pipeline import that torchvision is absent (dftrain does not need
+    # it); keep the output readable. TRANSFORMERS_VERBOSITY=warning brings its warnings back.
+    os.environ.setdefault("TRANSFORMERS_VERBOSITY", "error")
     # The deepspeed launcher inserts --local_rank=N anywhere (even before the subcommand).
     argv, local_rank = split_local_rank(sys.argv[1:])
     if local_rank is not None:
