@@ -41,7 +41,7 @@ bench: $(STAMP)
 	$(PY) -m benchmarks.run_all
 
 reproduce: $(STAMP)
-	$(PY) -m dftrain reproduce --config experiments/mini.yaml
+	$(PY) -m dftrain reproduce --config experiments/mini.yaml $(REPRODUCE_ARGS)
 
 lint: $(STAMP)
 	$(PY) -m ruff check dftrain tests benchmarks

@@ -1,0 +1,344 @@
+"""`dftrain reproduce`: does the method copy less than the baseline, at equal budget, over seeds?
+
+One experiment file (experiments/mini.yaml) -> synthetic data built to be memorized (few
+images, heavy duplication, small size) -> tiny model -> generalized captions (once, shared by
+all seeds) -> for every (variant, seed): train -> generate from the ORIGINAL captions ->
+evaluate -> compare per seed -> OUT/report.md and OUT/report.json (mean and spread over seeds).
+
+Every step is one `dftrain` subcommand run as a resumable stage (dftrain.stages): a re-run
+reuses what finished. The (variant, seed) chains are independent and run `run.parallel` at a
+time; a chain that fails is recorded and the others go on, so finished work is never lost.
+"""
+
+from __future__ import annotations
+
+import os
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor, as_completed
+from contextlib import contextmanager
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from dftrain.errors import DftrainError
+from dftrain.reproduce_config import Experiment, Variant, check_pipeline_folder
+from dftrain.stages import Stage, is_done, run_stage
+
+REPO = Path(__file__).resolve().parent.parent
+
+
+@dataclass(frozen=True)
+class Layout:
+    """Where every stage of one reproduce run writes."""
+
+    out: Path
+
+    @property
+    def data(self) -> Path:
+        return self.out / "data"
+
+    @property
+    def train_shards(self) -> Path:
+        return self.data / "train"
+
+    @property
+    def objects(self) -> Path:
+        return self.data / "objects"
+
+    @property
+    def general_shards(self) -> Path:
+        return self.data / "general"
+
+    @property
+    def heldout(self) -> Path:
+        """Unseen images of the same synthetic distribution (another seed): fit without rewarding copies."""
+        return self.data / "heldout" / "train"
+
+    @property
+    def model(self) -> Path:
+        return self.out / "model"
+
+    def run(self, variant: str, seed: int) -> Path:
+        return self.out / "runs" / variant / f"seed{seed}"
+
+    def generations(self, variant: str, seed: int) -> Path:
+        return self.out / "generations" / variant / f"seed{seed}"
+
+    def evaluation(self, variant: str, seed: int) -> Path:
+        return self.out / "eval" / variant / f"seed{seed}"
+
+    def heldout_evaluation(self, variant: str, seed: int) -> Path:
+        return self.out / "eval_heldout" / variant / f"seed{seed}"
+
+    def compare(self, seed: int) -> Path:
+        return self.out / "compare" / f"seed{seed}"
+
+
+@dataclass
+class Chain:
+    """train -> generate -> evaluate of one variant and seed."""
+
+    variant: str
+    seed: int
+    stages: list[Stage]
+
+
+@dataclass
+class Plan:
+    setup: list[Stage]  # data, model, generalize: run first, in order
+    chains: list[Chain]  # independent of each other
+    layout: Layout
+
+
+@dataclass
+class Outcome:
+    ran: list[str] = field(default_factory=list)
+    reused: list[str] = field(default_factory=list)
+    failed: dict[str, str] = field(default_factory=dict)  # chain or stage name -> first line of the error
+    seconds: dict[str, float] = field(default_factory=dict)
+
+
+def option_flags(options: dict) -> list[str]:
+    """{"micro_batch_size": 8, "ema": False, "no_cache": True} -> ["--micro-batch-size", "8", "--no-ema", "--no-cache"]."""
+    flags: list[str] = []
+    for name, value in options.items():
+        flag = "--" + name.replace("_", "-")
+        if value is None:
+            continue
+        if isinstance(value, bool):
+            if value:
+                flags.append(flag)
+            elif not name.startswith("no_"):  # a --no-x switch has no negative form: omitting it is False
+                flags.append("--no-" + name.replace("_", "-"))
+            continue
+        flags += [flag, str(value)]
+    return flags
+
+
+def _deepspeed_path(value: str | None) -> str | None:
+    if not value:
+        return None
+    path = Path(value)
+    return str(path.resolve() if path.is_absolute() or path.exists() else REPO / path)
+
+
+def _job_env(experiment: Experiment) -> dict[str, str]:
+    threads = str(experiment.run["threads_per_job"])
+    return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
+
+
+def setup_stages(experiment: Experiment, layout: Layout) -> list[Stage]:
+    d, m = experiment.data, experiment.model
+    env = _job_env(experiment)
+    stages = [
+        Stage("data", ["shard", "synthetic", "--out", str(layout.data), "--n", str(d["n"]), "--size", str(d["size"]),
+                       "--dup-fraction", str(d.get("dup_fraction", 0.0)),
+                       "--objects-per-class", str(d.get("objects_per_class", 8)), "--seed", str(d.get("seed", 0)),
+                       "--samples-per-shard", str(d.get("samples_per_shard", 100))],
+              [layout.train_shards / "manifest.json", layout.objects / "manifest.json"], env=env),
+    ]
+    if d.get("heldout", True):
+        stages.append(Stage("heldout", ["shard", "synthetic", "--out", str(layout.heldout.parent), "--n",
+                                        str(d.get("heldout_n", d["n"])), "--size", str(d["size"]),
+                                        "--dup-fraction", "0", "--objects-per-class", "1",
+                                        "--seed", str(d.get("heldout_seed", d.get("seed", 0) + 1000))],
+                            [layout.heldout / "manifest.json"], env=env))
+    if m.get("source", "tiny") == "tiny":
+        args = ["model", "tiny", "--out", str(layout.model), "--resolution", str(m.get("resolution", d["size"])),
+                "--seed", str(m.get("seed", 0))]
+        if m.get("vae_steps") is not None:
+            args += ["--vae-steps", str(m["vae_steps"])]
+        stages.append(Stage("model", args, [layout.model / "model_index.json"], env=env))
+    if experiment.needs_generalized:
+        g = experiment.generalize
+        args = ["generalize", "--shards", str(layout.train_shards), "--out", str(layout.general_shards),
+                "--backend", g.get("backend", "embedded")]
+        if g.get("model"):
+            args += ["--model", str(g["model"])]
+        stages.append(Stage("generalize", args + option_flags(g.get("options", {})),
+                            [layout.general_shards / "manifest.json"], env=env))
+    return stages
+
+
+def model_folder(experiment: Experiment, layout: Layout) -> Path:
+    if experiment.model.get("source", "tiny") == "pipeline":
+        return Path(experiment.model["path"])
+    return layout.model
+
+
+def chain_stages(experiment: Experiment, layout: Layout, variant: Variant, seed: int) -> list[Stage]:
+    env = _job_env(experiment)
+    run, gen, evaluation = layout.run(variant.name, seed), layout.generations(variant.name, seed), \
+        layout.evaluation(variant.name, seed)
+    shards = layout.general_shards if variant.captions == "generalized" else layout.train_shards
+    train_options = {**experiment.train["options"], **variant.train}
+    if experiment.model.get("resolution"):
+        train_options.setdefault("resolution", experiment.model["resolution"])
+    train_args = ["train", "--model", str(model_folder(experiment, layout)), "--shards", str(shards),
+                  "--out", str(run), "--fusion", variant.fusion, "--seed", str(seed)]
+    if variant.fusion != "none":
+        train_args += ["--objects", str(layout.objects)]
+    deepspeed = _deepspeed_path(experiment.train.get("deepspeed"))
+    if deepspeed:
+        train_args += ["--deepspeed", deepspeed]
+    train_args += option_flags(train_options)
+    g = experiment.generate
+    generate_args = ["generate", "--model", str(run / "pipeline"), "--shards", str(layout.train_shards),
+                     "--out", str(gen), "--num-prompts", str(g["num_prompts"]), "--per-prompt", str(g["per_prompt"]),
+                     "--steps", str(g["steps"]), "--guidance", str(g.get("guidance", 3.0)), "--seed", str(seed),
+                     *option_flags(g.get("options", {}))]
+    evaluate_args = ["evaluate", "--generations", str(gen), "--train-shards", str(layout.train_shards),
+                     "--out", str(evaluation), *option_flags(experiment.evaluate.get("options", {}))]
+    tag = f"{variant.name}_seed{seed}"
+    stages = [
+        Stage(f"train_{tag}", train_args, [run / "pipeline" / "model_index.json"],
+              ranks=experiment.train.get("ranks", 1), env=env),
+        Stage(f"generate_{tag}", generate_args, [gen / "prompts.jsonl"], env=env),
+        Stage(f"evaluate_{tag}", evaluate_args, [evaluation / "report.json"], env=env),
+    ]
+    if experiment.data.get("heldout", True):
+        heldout = layout.heldout_evaluation(variant.name, seed)
+        stages.append(Stage(f"evaluate_heldout_{tag}", ["evaluate", "--generations", str(gen), "--train-shards",
+                                                        str(layout.heldout), "--out", str(heldout),
+                                                        *option_flags(experiment.evaluate.get("options", {}))],
+                            [heldout / "report.json"], env=env))
+    return stages
+
+
+def build_plan(experiment: Experiment, out: Path) -> Plan:
+    layout = Layout(Path(out))
+    # Seed-major order: if the budget runs out, the finished seeds hold every variant.
+    chains = [Chain(v.name, seed, chain_stages(experiment, layout, v, seed))
+              for seed in experiment.seeds for v in experiment.variants]
+    return Plan(setup_stages(experiment, layout), chains, layout)
+
+
+def compare_stage(layout: Layout, seed: int, variants: list[str]) -> Stage | None:
+    """`dftrain compare` of one seed's finished evaluations (None when the baseline did not finish)."""
+    finished = [v for v in variants if (layout.evaluation(v, seed) / "report.json").is_file()]
+    if "baseline" not in finished or len(finished) < 2:
+        return None
+    dirs = [str(layout.evaluation(v, seed)) for v in finished]
+    return Stage(f"compare_seed{seed}", ["compare", *dirs, "--baseline", dirs[0], "--out", str(layout.compare(seed))],
+                 [layout.compare(seed) / "compare.md"])
+
+
+def check_inputs(experiment: Experiment) -> None:
+    """Problems only visible on disk (a given model folder) before anything runs."""
+    if experiment.model.get("source", "tiny") == "pipeline":
+        problems = check_pipeline_folder(Path(experiment.model["path"]), experiment.model.get("architecture", "tiny"))
+        if problems:
+            raise DftrainError("; ".join(problems))
+    deepspeed = _deepspeed_path(experiment.train.get("deepspeed"))
+    if deepspeed and not Path(deepspeed).is_file():
+        raise DftrainError(f"train.deepspeed: {experiment.train['deepspeed']} not found")
+
+
+class _Printer:
+    """Thread-safe one-line progress messages."""
+
+    def __init__(self, console) -> None:
+        self.console, self.lock = console, threading.Lock()
+
+    def __call__(self, text: str) -> None:
+        with self.lock:
+            self.console.print(text, markup=False, highlight=False)  # stage labels contain [brackets]
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+@contextmanager
+def stage_lock(out: Path, name: str):
+    """Hold OUT/.stages/NAME.lock while a stage runs, so that two `dftrain reproduce` processes on one
+    folder never run the same stage into the same outputs. A lock left by a dead process is taken over."""
+    lock = out / ".stages" / f"{name}.lock"
+    lock.parent.mkdir(parents=True, exist_ok=True)
+    for _ in range(2):
+        try:
+            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
+        except FileExistsError:
+            try:
+                owner = int(lock.read_text().strip() or "0")
+            except (OSError, ValueError):
+                owner = 0
+            if owner and _pid_alive(owner):
+                raise DftrainError(f"stage '{name}' is running in another process (pid {owner}); "
+                                   f"wait for it or remove {lock}") from None
+            lock.unlink(missing_ok=True)  # stale: its process is gone
+            continue
+        with os.fdopen(fd, "w") as f:
+            f.write(str(os.getpid()))
+        break
+    else:
+        raise DftrainError(f"could not take {lock}")
+    try:
+        yield
+    finally:
+        lock.unlink(missing_ok=True)
+
+
+def _run_one(out: Path, stage: Stage, outcome: Outcome, say: _Printer, label: str) -> None:
+    if is_done(out, stage):
+        outcome.reused.append(stage.name)
+        say(f"{label} {stage.name}: reused")
+        return
+    with stage_lock(out, stage.name):
+        if is_done(out, stage):  # finished by another process while we waited for the lock
+            outcome.reused.append(stage.name)
+            say(f"{label} {stage.name}: reused")
+            return
+        say(f"{label} {stage.name}: started (log: {out / 'logs' / (stage.name + '.log')})")
+        result = run_stage(out, stage)
+    outcome.ran.append(stage.name)
+    outcome.seconds[stage.name] = round(result.seconds, 1)
+    say(f"{label} {stage.name}: done in {result.seconds:.0f} s")
+
+
+def _run_chain(out: Path, chain: Chain, outcome: Outcome, say: _Printer, label: str) -> None:
+    for stage in chain.stages:
+        _run_one(out, stage, outcome, say, label)
+
+
+def run_plan(plan: Plan, experiment: Experiment, console=None) -> Outcome:
+    """Setup stages in order (a failure stops everything), then the chains `run.parallel` at a time,
+    then one `dftrain compare` per seed. Failures of chains are collected, not raised."""
+    from rich.console import Console
+
+    out = plan.layout.out
+    say = _Printer(console or Console(stderr=True))
+    outcome = Outcome()
+    started = time.perf_counter()
+    for index, stage in enumerate(plan.setup, 1):
+        _run_one(out, stage, outcome, say, f"[setup {index}/{len(plan.setup)}]")
+
+    total = len(plan.chains)
+    with ThreadPoolExecutor(max_workers=experiment.run["parallel"]) as pool:
+        futures = {pool.submit(_run_chain, out, chain, outcome, say, f"[{i}/{total}]"): chain
+                   for i, chain in enumerate(plan.chains, 1)}
+        for future in as_completed(futures):
+            chain = futures[future]
+            try:
+                future.result()
+            except DftrainError as exc:
+                key = f"{chain.variant}_seed{chain.seed}"
+                outcome.failed[key] = str(exc).splitlines()[0]
+                say(f"{key} FAILED: {outcome.failed[key]}")
+
+    for seed in experiment.seeds:
+        stage = compare_stage(plan.layout, seed, [v.name for v in experiment.variants])
+        if stage is None:
+            continue
+        try:
+            _run_one(out, stage, outcome, say, "[compare]")
+        except DftrainError as exc:
+            outcome.failed[stage.name] = str(exc).splitlines()[0]
+    outcome.seconds["total"] = round(time.perf_counter() - started, 1)
+    return outcome
