@@ -14,7 +14,6 @@ inner product = cosine similarity. `get_descriptor(name, weights=...)` builds on
 from __future__ import annotations
 
 import hashlib
-from dataclasses import dataclass
 from pathlib import Path
 from typing import Protocol
 
@@ -208,6 +207,20 @@ def _file_digest(path: Path) -> str:
     return h.hexdigest()[:16]
 
 
+def load_torchscript(path: Path, device: str | None, what: str):
+    """(model in eval mode, device) for a TorchScript file; device defaults to cuda when present.
+
+    Any load failure means a bad file: MissingDependencyError naming `what` and the path."""
+    import torch
+
+    device = device or ("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        model = torch.jit.load(str(path), map_location=device).eval()
+    except Exception as exc:  # noqa: BLE001 - any load failure is a bad file
+        raise MissingDependencyError(f"could not load {what} {path}: {exc}") from exc
+    return model, device
+
+
 def _require_path(weights: str | Path | None, what: str, hint: str) -> Path:
     if weights is None:
         raise MissingDependencyError(f"descriptor {what} needs --weights PATH ({hint})")
@@ -237,12 +250,6 @@ SSCD_NORMS = {
 }
 
 
-@dataclass
-class _TorchRunner:
-    device: str
-    batch_size: int = 64
-
-
 class SSCDDescriptor:
     """SSCD TorchScript model: resize 256, centre crop 224, normalise, embed, L2-normalise."""
 
@@ -251,16 +258,11 @@ class SSCDDescriptor:
 
     def __init__(self, weights: str | Path | None, norm: str = "paper", device: str | None = None,
                  batch_size: int = 64) -> None:
-        import torch
 
         path = _require_path(weights, "sscd", "an SSCD TorchScript file, e.g. sscd_disc_mixup.torchscript.pt")
         if norm not in SSCD_NORMS:
             raise ConfigError(f"unknown SSCD normalisation {norm!r}; choose from {sorted(SSCD_NORMS)}")
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            self.model = torch.jit.load(str(path), map_location=self.device).eval()
-        except Exception as exc:  # noqa: BLE001 - any load failure is a bad file
-            raise MissingDependencyError(f"could not load TorchScript file {path}: {exc}") from exc
+        self.model, self.device = load_torchscript(path, device, "TorchScript file")
         self.mean, self.std = (np.array(v, dtype=np.float32) for v in SSCD_NORMS[norm])
         self.batch_size = batch_size
         self.cache_id = f"sscd-{norm}-{_file_digest(path)}"

@@ -17,7 +17,7 @@ import numpy as np
 from PIL import Image
 
 from dftrain.errors import MissingDependencyError
-from dftrain.evaluate.descriptors import _file_digest
+from dftrain.evaluate.descriptors import _file_digest, load_torchscript
 from dftrain.evaluate.metrics import frechet_distance, gaussian_fit
 
 INCEPTION_SIZE = 299
@@ -29,16 +29,11 @@ class InceptionFeatures:
     name = "inception"
 
     def __init__(self, path: str | Path, device: str | None = None, batch_size: int = 50) -> None:
-        import torch
 
         path = Path(path)
         if not path.is_file():
             raise MissingDependencyError(f"Inception TorchScript file not found: {path}")
-        self.device = device or ("cuda" if torch.cuda.is_available() else "cpu")
-        try:
-            self.model = torch.jit.load(str(path), map_location=self.device).eval()
-        except Exception as exc:  # noqa: BLE001 - any load failure means a bad file
-            raise MissingDependencyError(f"could not load Inception TorchScript {path}: {exc}") from exc
+        self.model, self.device = load_torchscript(path, device, "Inception TorchScript")
         self.batch_size = batch_size
         self.cache_id = f"inception-{_file_digest(path)}"
         self._with_keyword = True
