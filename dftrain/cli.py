@@ -10,6 +10,7 @@ import typer
 from dftrain.commands import (
     compare,
     demo,
+    env,
     evaluate,
     export,
     generalize,
@@ -30,11 +31,30 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
+
+
+def _print_version(value: bool) -> None:
+    if value:
+        from dftrain import __version__
+
+        typer.echo(f"dftrain {__version__}")
+        raise typer.Exit()
+
+
+@app.callback()
+def _root(
+    version: bool = typer.Option(
+        False, "--version", callback=_print_version, is_eager=True, help="Print the dftrain version and exit."
+    ),
+) -> None:
+    """Train text-to-image diffusion models that copy less (generalized captions + dual fusion)."""
+
+
 app.add_typer(shard.app, name="shard", help="Build, validate and inspect webdataset shards.")
 app.add_typer(model.app, name="model", help="Build the embedded tiny Stable-Diffusion-shaped model.")
 
 # Single-command stages, in pipeline order.
-for module in (score, generalize, precompute, train, export, generate, evaluate, compare, demo, reproduce):
+for module in (score, generalize, precompute, train, export, generate, evaluate, compare, demo, reproduce, env):
     app.registered_commands.extend(module.app.registered_commands)
 
 
