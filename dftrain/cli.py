@@ -64,6 +64,7 @@ def main() -> None:
 
     from dftrain.distributed import split_local_rank
     from dftrain.errors import DftrainError
+    from dftrain.outputs import disk_error_message
 
     # Busy-waiting OpenMP threads made a 2-thread generation 14x slower while one other process ran
     # on the 2 cores (18.7 s vs 1.3 s, measured); passive waiting lost nothing there. Must be set
@@ -81,6 +82,13 @@ def main() -> None:
     except DftrainError as exc:
         # Expected problems (bad input, missing files, bad config): one line, no stack trace.
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
+        sys.exit(1)
+    except OSError as exc:
+        # A full, read-only or forbidden disk outside any claimed output folder; other OSErrors are bugs.
+        message = disk_error_message(exc)
+        if message is None:
+            raise
+        typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
         sys.exit(1)
 
 

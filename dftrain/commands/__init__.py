@@ -5,7 +5,14 @@ heavy imports (torch, diffusers, deepspeed, spacy, ...) happen inside the comman
 functions so that `dftrain --help` stays fast.
 """
 
+from typing import Annotated
+
 import typer
+
+# The one --overwrite option of every stage that writes an output folder (see dftrain/outputs.py).
+Overwrite = Annotated[bool, typer.Option(
+    "--overwrite", help="Write into a folder dftrain did not create (or made by another stage), "
+    "replacing dftrain's files there; and redo work that is already done.")]
 
 
 def not_implemented(stage: str) -> None:

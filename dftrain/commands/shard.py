@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from dftrain.commands import Overwrite
+
 app = typer.Typer(help="Build, validate and inspect webdataset shards.", no_args_is_help=True)
 
 
@@ -50,6 +52,7 @@ def build(
     samples_per_shard: int = typer.Option(10000, "--samples-per-shard", min=1, help="Samples per tar."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input instead of skipping it."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes that decode and convert images."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Training shards (jpg, txt, json) from an image folder and a captions file."""
     from dftrain.shards.build import build_shards, load_captions
@@ -61,7 +64,7 @@ def build(
     progress, advance = _progress(total, "shard build")
     with progress:
         report = build_shards(images, captions, out, samples_per_shard=samples_per_shard, strict=strict,
-                              command=command, workers=workers, on_sample=advance)
+                              command=command, workers=workers, on_sample=advance, overwrite=overwrite)
     _print_build_report(report, "built")
     if report.unused_images:
         typer.echo(f"{report.unused_images} image(s) had no caption and were not used")
@@ -74,6 +77,7 @@ def objects(
     samples_per_shard: int = typer.Option(10000, "--samples-per-shard", min=1, help="Samples per tar."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad image instead of skipping it."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes that decode and convert images."),
+    overwrite: Overwrite = False,
 ) -> None:
     """A labelled object bank (jpg, cls, json with the class name) from class folders."""
     from dftrain.shards.build import build_objects, count_inputs
@@ -85,7 +89,7 @@ def objects(
     progress, advance = _progress(total, "shard objects")
     with progress:
         report = build_objects(imagefolder, out, samples_per_shard=samples_per_shard, strict=strict,
-                               command=command, workers=workers, on_sample=advance)
+                               command=command, workers=workers, on_sample=advance, overwrite=overwrite)
     _print_build_report(report, f"object bank with {len(report.classes)} classes")
 
 
@@ -99,6 +103,7 @@ def synthetic(
     seed: int = typer.Option(0, "--seed", help="Random seed (the dataset is deterministic for a seed)."),
     samples_per_shard: int = typer.Option(100, "--samples-per-shard", min=1, help="Samples per tar."),
     objects_per_class: int = typer.Option(20, "--objects-per-class", min=1, help="Object-bank images per class."),
+    overwrite: Overwrite = False,
 ) -> None:
     """The embedded synthetic dataset: specific captions, duplicated images, and an object bank."""
     from dftrain.shards.manifest import Manifest
@@ -106,7 +111,7 @@ def synthetic(
 
     _setup_logging()
     write_synthetic(out, n=n, size=size, dup_fraction=dup_fraction, seed=seed, samples_per_shard=samples_per_shard,
-                    objects_per_class=objects_per_class)
+                    objects_per_class=objects_per_class, overwrite=overwrite)
     for part in ("train", "objects"):
         folder = out / part
         if (folder / "manifest.json").is_file():

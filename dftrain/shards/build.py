@@ -24,6 +24,7 @@ from pathlib import Path
 from typing import Any
 
 from dftrain.errors import ConfigError
+from dftrain.outputs import check_output_folder, claim_output
 from dftrain.shards.manifest import ShardError
 from dftrain.shards.reader import SkipStats
 from dftrain.shards.samples import SampleProblem
@@ -230,6 +231,7 @@ def build_shards(
     command: str = "",
     workers: int = 1,
     on_sample: Callable[[], None] | None = None,
+    overwrite: bool = False,
 ) -> BuildReport:
     """Training shards from an image folder and a captions file (see load_captions).
 
@@ -239,6 +241,7 @@ def build_shards(
     images, out = Path(images), Path(out)
     if not images.is_dir():
         raise ConfigError(f"image folder not found: {images}")
+    check_output_folder(out, "shard build", overwrite=overwrite)  # refuse before any work
     caption_map, caption_problems = load_captions(captions)
     by_name, ambiguous = index_images(images)
     report = BuildReport(out)
@@ -261,7 +264,8 @@ def build_shards(
     report.unused_images = len(set(by_name.values()) - matched)
     sleep = _sleep_hook()
 
-    with ShardWriter(out, samples_per_shard=samples_per_shard, kind="train", command=command) as writer:
+    with claim_output(out, "shard build", overwrite=overwrite), \
+            ShardWriter(out, samples_per_shard=samples_per_shard, kind="train", command=command) as writer:
         for item, converted in zip(plan, convert_images((p.path for p in plan), workers), strict=True):
             if converted[0] == "bad":
                 _skip(report, strict, item.caption_key, converted[1], converted[2])
@@ -342,9 +346,11 @@ def build_objects(
     command: str = "",
     workers: int = 1,
     on_sample: Callable[[], None] | None = None,
+    overwrite: bool = False,
 ) -> BuildReport:
     """A labelled object bank: samples with `jpg`, `cls` (class id) and `json` (class name, wnid)."""
     root, out = Path(imagefolder), Path(out)
+    check_output_folder(out, "shard objects", overwrite=overwrite)  # refuse before any work
     layout, classes = find_object_classes(root)
     per_class = [(cls, list_images(cls.folder)) for cls in classes]
     for cls, files in per_class:
@@ -357,7 +363,8 @@ def build_objects(
     sleep = _sleep_hook()
     planned = [(class_id, cls, path) for class_id, (cls, files) in enumerate(per_class) for path in files]
     written_per_class = [0] * len(per_class)
-    with ShardWriter(out, samples_per_shard=samples_per_shard, kind="objects", command=command) as writer:
+    with claim_output(out, "shard objects", overwrite=overwrite), \
+            ShardWriter(out, samples_per_shard=samples_per_shard, kind="objects", command=command) as writer:
         converted_all = convert_images((path for _, _, path in planned), workers)
         for index, ((class_id, cls, path), converted) in enumerate(zip(planned, converted_all, strict=True)):
             source = path.relative_to(root).as_posix()

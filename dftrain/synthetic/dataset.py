@@ -215,6 +215,7 @@ def write_synthetic(
     samples_per_shard: int = 100,
     objects_per_class: int = 20,
     command: str | None = None,
+    overwrite: bool = False,
 ) -> dict[str, Path]:
     """Write out_dir/train and out_dir/objects (webdataset shards + manifest); returns their paths.
 
@@ -222,6 +223,7 @@ def write_synthetic(
     shard files present) is left alone; otherwise it is rewritten, and the deterministic tars
     come out byte-identical.
     """
+    from dftrain.outputs import claim_output
     from dftrain.shards import ShardWriter
 
     out_dir = Path(out_dir)
@@ -238,15 +240,17 @@ def write_synthetic(
                     lambda: synthetic_object_samples(objects_per_class, size, seed)),
     }
     paths = {}
-    for kind, (extra, samples) in jobs.items():
-        folder = out_dir / kind
-        paths[kind] = folder
-        extra = {**extra, "samples_per_shard": samples_per_shard}
-        if _already_written(folder, extra):
-            log.info("%s already holds this synthetic %s set; left as is", folder, kind)
-            continue
-        with ShardWriter(folder, samples_per_shard=samples_per_shard, kind=kind, command=command, extra=extra) as writer:
-            for sample in samples():
-                writer.write(sample)
-        log.info("wrote %d %s samples to %s", writer.samples_written, kind, folder)
+    with claim_output(out_dir, "shard synthetic", overwrite=overwrite):
+        for kind, (extra, samples) in jobs.items():
+            folder = out_dir / kind
+            paths[kind] = folder
+            extra = {**extra, "samples_per_shard": samples_per_shard}
+            if _already_written(folder, extra):
+                log.info("%s already holds this synthetic %s set; left as is", folder, kind)
+                continue
+            with ShardWriter(folder, samples_per_shard=samples_per_shard, kind=kind, command=command,
+                             extra=extra) as writer:
+                for sample in samples():
+                    writer.write(sample)
+            log.info("wrote %d %s samples to %s", writer.samples_written, kind, folder)
     return paths
