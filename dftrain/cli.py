@@ -46,8 +46,28 @@ def _root(
     version: bool = typer.Option(
         False, "--version", callback=_print_version, is_eager=True, help="Print the dftrain version and exit."
     ),
+    max_pixels: int | None = typer.Option(
+        None, "--max-pixels", min=1, help="Largest image (width x height, read from its header) any stage "
+        "accepts; default 33554432. Applies to every stage and to the processes it starts."),
+    max_member_bytes: int | None = typer.Option(
+        None, "--max-member-bytes", min=1, help="Largest tar member / image file, checked before reading; "
+        "default 67108864 (64 MiB)."),
+    max_caption_bytes: int | None = typer.Option(
+        None, "--max-caption-bytes", min=1, help="Largest caption in UTF-8 bytes; default 10000."),
 ) -> None:
-    """Train text-to-image diffusion models that copy less (generalized captions + dual fusion)."""
+    """Train text-to-image diffusion models that copy less (generalized captions + dual fusion).
+
+    The --max-* limits for bad input are shared by every stage (dftrain/shards/limits.py) and go
+    before the command name.
+    """
+    import dataclasses
+    import os
+
+    from dftrain.shards.limits import Limits
+
+    given = {"max_pixels": max_pixels, "max_member_bytes": max_member_bytes, "max_caption_bytes": max_caption_bytes}
+    chosen = dataclasses.replace(Limits.from_env(), **{k: v for k, v in given.items() if v is not None})
+    os.environ.update(chosen.env())  # child processes (ranks, DataLoader and build workers) inherit them
 
 
 app.add_typer(shard.app, name="shard", help="Build, validate and inspect webdataset shards.")

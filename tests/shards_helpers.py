@@ -75,3 +75,54 @@ def flip_byte(path: Path, offset: int) -> None:
 def truncate(path: Path, size: int) -> None:
     with open(path, "r+b") as handle:
         handle.truncate(size)
+
+
+# --- crafted bad inputs (small files that claim huge sizes) --------------------------------------
+
+def tar_header(name: str, size: int) -> bytes:
+    """One tar header block (pax if needed) for a regular-file member claiming `size` bytes."""
+    info = tarfile.TarInfo(name)
+    info.size = size
+    info.mtime = 0
+    return info.tobuf(format=tarfile.PAX_FORMAT)
+
+
+def tar_member(name: str, data: bytes) -> bytes:
+    pad = -len(data) % 512
+    return tar_header(name, len(data)) + data + b"\0" * pad
+
+
+def write_raw_tar(path: Path, members: list[tuple[str, bytes]], end: bool = True) -> Path:
+    """A tar written member by member (any names, no checks), as a foreign tool could write it."""
+    with open(path, "wb") as handle:
+        for name, data in members:
+            handle.write(tar_member(name, data))
+        if end:
+            handle.write(b"\0" * 1024)
+    return path
+
+
+def write_tar_with_huge_member(path: Path, good: list[tuple[str, bytes]], name: str, size: int,
+                               sparse: bool = False) -> Path:
+    """Good members, then one whose header claims `size` bytes. sparse=True writes a valid tar whose
+    member really holds `size` zero bytes as a hole in the file (nothing is stored on disk), followed
+    by one more good sample; sparse=False ends the file right after the header (a lying header)."""
+    with open(path, "wb") as handle:
+        for member, data in good:
+            handle.write(tar_member(member, data))
+        handle.write(tar_header(name, size))
+        if sparse:
+            handle.seek(handle.tell() + size + (-size % 512))
+            handle.write(tar_member("999999999.txt", b"after the hole"))
+            handle.write(tar_member("999999999.jpg", make_jpeg(99)))
+            handle.write(b"\0" * 1024)
+    return path
+
+
+def jpeg_claiming(width: int, height: int, seed: int = 0) -> bytes:
+    """A small real JPEG whose frame header (SOF0) is patched to claim width x height pixels."""
+    data = bytearray(make_jpeg(seed, size=8))
+    sof = data.index(b"\xff\xc0")
+    data[sof + 5:sof + 7] = height.to_bytes(2, "big")
+    data[sof + 7:sof + 9] = width.to_bytes(2, "big")
+    return bytes(data)

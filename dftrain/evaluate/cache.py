@@ -19,7 +19,7 @@ from pathlib import Path
 import numpy as np
 
 from dftrain.errors import DftrainError
-from dftrain.evaluate.inputs import decode_image
+from dftrain.evaluate.inputs import Unreadable, decode_image
 
 log = logging.getLogger("dftrain.evaluate")
 
@@ -87,7 +87,8 @@ def embed_set(descriptor, items: Iterable[tuple[str, bytes]], stem: Path | None 
               batch_size: int = 256, progress: Callable[[int], None] | None = None) -> EmbeddedSet:
     """Descriptors of every (key, image bytes) item, reusing cached rows whose image is unchanged.
 
-    Undecodable images are skipped, logged with their key and listed in `skipped`.
+    Undecodable images, images over the shard limits, and `Unreadable` items are skipped, logged with
+    their key and listed in `skipped`.
     Keys must be unique (DftrainError otherwise). `stem=None` disables the cache.
     """
     cached = load_cache(stem, descriptor.cache_id) if stem is not None else {}
@@ -116,6 +117,10 @@ def embed_set(descriptor, items: Iterable[tuple[str, bytes]], stem: Path | None 
         if key in seen:
             raise DftrainError(f"image key {key!r} appears twice in one image set; keys must be unique")
         seen.add(key)
+        if isinstance(data, Unreadable):
+            log.warning("skipping image %s: %s", key, data.reason)
+            result.skipped.append((key, data.reason))
+            continue
         digest = image_digest(data)
         hit = cached.get(key)
         if hit is not None and hit[0] == digest:

@@ -2,21 +2,29 @@
 
 from __future__ import annotations
 
-import io
 import json
 import logging
 from collections.abc import Iterator
 from dataclasses import dataclass
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 
-from PIL import Image, UnidentifiedImageError
+from PIL import Image
 
 from dftrain.errors import DftrainError
+from dftrain.shards.limits import current_limits
+from dftrain.shards.samples import SampleProblem
 
 log = logging.getLogger("dftrain.evaluate")
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 PROMPTS_FILE = "prompts.jsonl"
+
+
+@dataclass(frozen=True)
+class Unreadable:
+    """Stands for an image's bytes when the file was not read (over the limits); `reason` says why."""
+
+    reason: str
 
 
 @dataclass(frozen=True)
@@ -45,7 +53,14 @@ def load_generations(gen_dir: str | Path) -> list[Generation]:
             raise DftrainError(f"{prompts} names {len(missing)} image(s) that do not exist in {gen_dir}: {shown}")
     else:
         files = sorted(p for p in gen_dir.rglob("*") if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
-        items = [Generation(str(p.relative_to(gen_dir)), None, None, None) for p in files]
+        items = []
+        for p in files:
+            name = p.relative_to(gen_dir).as_posix()
+            outside = _outside_folder(gen_dir, name)
+            if outside:
+                log.warning("skipping %s: it %s", name, outside)
+            else:
+                items.append(Generation(name, None, None, None))
     if not items:
         raise DftrainError(f"no generated images in {gen_dir} (expected {PROMPTS_FILE} or image files)")
     return items
@@ -62,6 +77,10 @@ def _read_prompts(path: Path) -> list[Generation]:
                 file = row["file"]
             except (json.JSONDecodeError, KeyError, TypeError) as exc:
                 raise DftrainError(f"{path}:{line_no}: not a JSON object with a 'file' field ({exc})") from exc
+            outside = _outside_folder(path.parent, file)
+            if outside:
+                raise DftrainError(f"{path}:{line_no}: file {file!r} {outside}; generations must lie inside "
+                                   f"{path.parent}")
             if file in seen:
                 raise DftrainError(f"{path}:{line_no}: file {file!r} listed twice")
             seen.add(file)
@@ -71,18 +90,39 @@ def _read_prompts(path: Path) -> list[Generation]:
     return items
 
 
-def decode_image(data: bytes) -> Image.Image:
-    """Decode image bytes to RGB; DftrainError when they are not an image."""
+def _outside_folder(folder: Path, file) -> str | None:
+    """Why `file` (from prompts.jsonl) does not name a file inside `folder`, or None."""
+    if not isinstance(file, str) or not file.strip():
+        return "is not a file name"
+    relative = PurePosixPath(file)
+    if relative.is_absolute() or ".." in relative.parts or "\\" in file:
+        return "points outside the generations folder"
     try:
-        with Image.open(io.BytesIO(data)) as img:
-            return img.convert("RGB")
-    except (UnidentifiedImageError, OSError, ValueError) as exc:
-        raise DftrainError(f"undecodable image ({exc})") from exc
+        (folder / file).resolve().relative_to(folder.resolve())
+    except ValueError:
+        return "points outside the generations folder (through a link)"
+    return None
 
 
-def iter_generation_bytes(gen_dir: Path, items: list[Generation]) -> Iterator[tuple[str, bytes]]:
+def decode_image(data: bytes) -> Image.Image:
+    """Decode image bytes to RGB under the shard limits (pixels checked on the header first);
+    DftrainError naming the reason when they are not an image or too large."""
+    try:
+        return current_limits().decode_image(data)
+    except SampleProblem as problem:
+        raise DftrainError(f"{problem.reason} ({problem.detail})") from None
+
+
+def iter_generation_bytes(gen_dir: Path, items: list[Generation]) -> Iterator[tuple[str, bytes | Unreadable]]:
+    """(file, bytes) per generation; a file over max_member_bytes is not read (Unreadable)."""
+    limit = current_limits().max_member_bytes
     for g in items:
-        yield g.file, (gen_dir / g.file).read_bytes()
+        path = gen_dir / g.file
+        size = path.stat().st_size
+        if size > limit:
+            yield g.file, Unreadable(f"image file too large ({size} bytes > max_member_bytes {limit})")
+        else:
+            yield g.file, path.read_bytes()
 
 
 def original_caption(sample: dict) -> str | None:

@@ -9,6 +9,7 @@ from typing import Any
 import torch
 
 from dftrain.distributed import rank_info
+from dftrain.shards.limits import Limits
 from dftrain.shards.reader import SkipStats, iter_worker_samples, resolve_shards, select_shards
 
 
@@ -35,6 +36,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         stats: SkipStats | None = None,
         epochs: int | None = 1,
         transform: Callable[[dict[str, Any]], Any] | None = None,
+        limits: Limits | None = None,
     ):
         super().__init__()
         info = rank_info(rank, world_size)
@@ -48,6 +50,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
         self.stats = stats if stats is not None else SkipStats()
         self.epochs = epochs
         self.transform = transform
+        self.limits = limits  # None: each worker takes this process's (inherited DFTRAIN_MAX_* variables)
         self.epoch = 0
 
     def set_epoch(self, epoch: int) -> None:
@@ -69,6 +72,7 @@ class ShardDataset(torch.utils.data.IterableDataset):
             stats=self.stats,
             epochs=self.epochs,
             first_epoch=self.epoch,
+            limits=self.limits,
         )
         if self.transform is None:
             return samples

@@ -3,8 +3,9 @@
 Shards are split by rank (shard i -> rank i % world_size), then by DataLoader worker
 (the rank's shard j -> worker j % num_workers). Samples pass an optional shuffle buffer (raw bytes,
 so it stays small), then are checked and decoded. A bad sample (corrupt or truncated tar,
-undecodable image, missing or non-UTF-8 caption, ...) is skipped, counted in SkipStats and logged
-with its key; with strict=True the first one raises ShardError instead.
+undecodable image, missing or non-UTF-8 caption, unsafe key, a member, image or caption over the
+limits of dftrain.shards.limits, ...) is skipped, counted in SkipStats and logged with its key; with
+strict=True the first one raises ShardError instead.
 """
 
 from __future__ import annotations
@@ -19,8 +20,9 @@ from pathlib import Path
 from typing import Any
 
 from dftrain.distributed import rank_info
+from dftrain.shards.limits import Limits, current_limits
 from dftrain.shards.manifest import MANIFEST_NAME, Manifest, ShardError
-from dftrain.shards.samples import SampleProblem, decode_sample
+from dftrain.shards.samples import SampleProblem, decode_sample, key_problem
 from dftrain.shards.tario import DuplicateKey, RawSample, TarDamage, iter_tar
 
 log = logging.getLogger("dftrain.shards")
@@ -104,6 +106,7 @@ def select_shards(shards: Sequence[Any], rank: int, world_size: int, worker: int
 
 
 def _report(stats: SkipStats, strict: bool, shard: Path, key: str, reason: str, detail: str, count: int = 1) -> None:
+    key = key if key.isprintable() else repr(key)  # a key with control characters must not garble the log
     message = f"{shard.name}: sample {key}: {reason}" + (f" ({detail})" if detail else "")
     if strict:
         raise ShardError(f"strict mode: {message} [shard {shard}]")
@@ -111,17 +114,24 @@ def _report(stats: SkipStats, strict: bool, shard: Path, key: str, reason: str, 
     stats.add(key, reason, count)
 
 
-def _raw_samples(ref: ShardRef, stats: SkipStats, strict: bool) -> Iterator[RawSample]:
-    """Raw samples of one tar; damage and duplicate keys are reported, the good samples before them kept."""
+def _raw_samples(ref: ShardRef, stats: SkipStats, strict: bool, limits: Limits) -> Iterator[RawSample]:
+    """Raw samples of one tar; damage, duplicate and unsafe keys and members over the limits are reported,
+    the good samples around them kept."""
     if not ref.path.is_file():
         lost = ref.expected_samples or 1
         _report(stats, strict, ref.path, ref.path.name, "missing shard", f"file not found; {lost} sample(s)", lost)
         return
     seen = 0
-    for event in iter_tar(ref.path):
+    for event in iter_tar(ref.path, limits):
         if isinstance(event, RawSample):
             seen += 1
-            yield event
+            unsafe = key_problem(event.key)
+            if unsafe is not None:
+                _report(stats, strict, ref.path, event.key, "unsafe key", unsafe)
+            elif event.problem is not None:
+                _report(stats, strict, ref.path, event.key, event.problem.reason, event.problem.detail)
+            else:
+                yield event
         elif isinstance(event, DuplicateKey):
             _report(stats, strict, ref.path, event.key, "duplicate key", "second occurrence dropped")
         elif isinstance(event, TarDamage):
@@ -159,6 +169,7 @@ def _epoch_samples(
     strict: bool,
     require: Sequence[str],
     stats: SkipStats,
+    limits: Limits,
 ) -> Iterator[dict[str, Any]]:
     order = list(refs)
     if shuffle_buffer > 1:
@@ -166,13 +177,13 @@ def _epoch_samples(
 
     def raw_stream() -> Iterator[tuple[ShardRef, RawSample]]:
         for ref in order:
-            for raw in _raw_samples(ref, stats, strict):
+            for raw in _raw_samples(ref, stats, strict, limits):
                 yield ref, raw
 
     for ref, raw in shuffle_buffer_iter(raw_stream(), shuffle_buffer, rng):
         fields: dict[str, Any] = {"__key__": raw.key, "__shard__": str(ref.path), **raw.fields}
         try:
-            sample = decode_sample(fields, require=require, decode=decode)
+            sample = decode_sample(fields, require=require, decode=decode, limits=limits)
         except SampleProblem as problem:
             _report(stats, strict, ref.path, raw.key, problem.reason, problem.detail)
             continue
@@ -193,9 +204,14 @@ def iter_worker_samples(
     stats: SkipStats | None = None,
     epochs: int | None = 1,
     first_epoch: int = 0,
+    limits: Limits | None = None,
 ) -> Iterator[dict[str, Any]]:
-    """Samples of an already-selected shard list, for `epochs` passes (None: forever)."""
+    """Samples of an already-selected shard list, for `epochs` passes (None: forever).
+
+    limits: None takes this process's (dftrain.shards.limits.current_limits()).
+    """
     stats = stats if stats is not None else SkipStats()
+    limits = limits or current_limits()
     if not refs:
         log.warning("rank %d worker %d has no shards to read (more ranks/workers than shards)", rank, worker)
         return
@@ -204,7 +220,8 @@ def iter_worker_samples(
         rng = random.Random(f"{seed}-{epoch}-{rank}-{worker}")
         before = stats.yielded
         yield from _epoch_samples(
-            refs, rng, shuffle_buffer=shuffle_buffer, decode=decode, strict=strict, require=require, stats=stats
+            refs, rng, shuffle_buffer=shuffle_buffer, decode=decode, strict=strict, require=require, stats=stats,
+            limits=limits,
         )
         if epochs is None and stats.yielded == before:
             raise ShardError(f"no valid sample in a whole pass over {len(refs)} shard(s): {stats.summary()}")
@@ -223,6 +240,7 @@ def iter_samples(
     require: Sequence[str] = ("jpg", "txt"),
     stats: SkipStats | None = None,
     epochs: int | None = 1,
+    limits: Limits | None = None,
 ) -> Iterator[dict[str, Any]]:
     """Yield this rank's samples: {"__key__", "__shard__", "jpg": bytes, "image": PIL RGB, "txt": str,
     "json": dict, "cls": int, other fields as bytes}.
@@ -242,4 +260,5 @@ def iter_samples(
         require=tuple(require),
         stats=stats,
         epochs=epochs,
+        limits=limits,
     )

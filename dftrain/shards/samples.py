@@ -7,7 +7,6 @@ Decoding (reader side) checks each field and names the problem, so the reader ca
 
 from __future__ import annotations
 
-import io
 import json
 from collections.abc import Iterable
 from typing import Any
@@ -15,9 +14,8 @@ from typing import Any
 # Entries the reader adds that a writer must not store (so a read sample can be written back).
 READER_ONLY_FIELDS = frozenset({"image"})
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp")
-# A caption longer than this is bad input (web scrapes carry whole pages in alt text).
-MAX_CAPTION_CHARS = 10_000
-_FORBIDDEN_KEY_CHARS = set(".\\\n\r\t\0")
+# '.' ends a key in webdataset; '\\' is a Windows separator; control characters corrupt logs and names.
+_FORBIDDEN_KEY_CHARS = frozenset(".\\" + "".join(map(chr, range(32))) + "\x7f")
 
 
 class SampleProblem(Exception):
@@ -29,12 +27,26 @@ class SampleProblem(Exception):
         self.detail = detail
 
 
+def key_problem(key: Any) -> str | None:
+    """Why `key` is unsafe as a sample key (it becomes a file name in every stage), or None."""
+    if not isinstance(key, str) or not key:
+        return "empty key"
+    if key.startswith("/"):
+        return "absolute path"
+    bad = _FORBIDDEN_KEY_CHARS.intersection(key)
+    if bad:
+        return "forbidden characters " + ", ".join(sorted(repr(c) for c in bad))
+    if "" in key.split("/"):
+        return "empty path component"
+    return None
+
+
 def check_key(key: Any) -> str:
-    """A key usable as a tar member prefix: non-empty str without dots (webdataset splits at the first dot)."""
-    if not isinstance(key, str) or not key or key.startswith("/") or _FORBIDDEN_KEY_CHARS & set(key):
-        raise ValueError(f"invalid sample key {key!r}: need a non-empty string without '.', '\\' or whitespace controls")
-    if ".." in key.split("/"):
-        raise ValueError(f"invalid sample key {key!r}")
+    """A key usable as a tar member prefix and a relative file name: non-empty, relative, no '.' (so
+    no '..'), no backslash or control characters, no empty path component. ValueError otherwise."""
+    problem = key_problem(key)
+    if problem is not None:
+        raise ValueError(f"invalid sample key {key!r}: {problem}")
     return key
 
 
@@ -71,9 +83,9 @@ def encode_sample(sample: dict[str, Any]) -> tuple[str, list[tuple[str, bytes]]]
 
 def split_member_name(name: str) -> tuple[str, str]:
     """'dir/000001.seg.json' -> ('dir/000001', 'seg.json'): the key ends at the first dot of the basename."""
-    folder, _, base = name.rpartition("/")
+    folder, slash, base = name.rpartition("/")
     stem, dot, ext = base.partition(".")
-    key = f"{folder}/{stem}" if folder else stem
+    key = f"{folder}/{stem}" if slash else stem  # '/x.jpg' keeps its '/': the key check refuses it
     return key, ext.lower() if dot else ""
 
 
@@ -84,20 +96,29 @@ def decode_text(field: str, data: bytes) -> str:
         raise SampleProblem(f"non-utf8 {field}", str(exc)) from None
 
 
-def decode_image(data: bytes):
-    """JPEG/PNG/... bytes -> fully decoded PIL RGB image; SampleProblem when it cannot be decoded."""
-    from PIL import Image
-
-    try:
-        with Image.open(io.BytesIO(data)) as img:
-            img.load()
-            return img.convert("RGB")
-    except Exception as exc:  # PIL raises many types (OSError, SyntaxError, DecompressionBombError, ...)
-        raise SampleProblem("undecodable image", f"{type(exc).__name__}: {exc}") from None
+def decode_image(data: bytes, limits=None):
+    """JPEG/PNG/... bytes -> fully decoded PIL RGB image; SampleProblem when it cannot be decoded or
+    its header claims more pixels than the limits allow (checked before decoding)."""
+    return _limits(limits).decode_image(data)
 
 
-def decode_sample(raw: dict[str, Any], *, require: Iterable[str] = ("jpg", "txt"), decode: bool = True) -> dict:
-    """Check and decode one raw sample (field -> bytes); raises SampleProblem naming what is wrong."""
+def _limits(limits):
+    if limits is not None:
+        return limits
+    from dftrain.shards.limits import current_limits
+
+    return current_limits()
+
+
+def decode_sample(raw: dict[str, Any], *, require: Iterable[str] = ("jpg", "txt"), decode: bool = True,
+                  limits=None) -> dict:
+    """Check and decode one raw sample (field -> bytes); raises SampleProblem naming what is wrong.
+
+    The limits (dftrain.shards.limits) apply with or without `decode`: the caption's size, and the
+    image header's pixel count (decode=False reads the header only, so every stage skips the same
+    samples).
+    """
+    limits = _limits(limits)
     for field in require:
         if field not in raw:
             raise SampleProblem(f"missing {field}")
@@ -106,11 +127,10 @@ def decode_sample(raw: dict[str, Any], *, require: Iterable[str] = ("jpg", "txt"
         if field.startswith("__"):
             sample[field] = value
         elif field == "txt":
+            limits.check_caption(value)
             text = decode_text(field, value)
             if not text.strip():
                 raise SampleProblem("empty txt")
-            if len(text) > MAX_CAPTION_CHARS:
-                raise SampleProblem("caption too long", f"{len(text)} characters > {MAX_CAPTION_CHARS}")
             sample[field] = text
         elif field == "json":
             try:
@@ -124,8 +144,10 @@ def decode_sample(raw: dict[str, Any], *, require: Iterable[str] = ("jpg", "txt"
                 raise SampleProblem("bad cls", repr(value[:32])) from None
         else:
             sample[field] = value
-    if decode:
-        image_field = next((f for f in IMAGE_FIELDS if f in raw), None)
-        if image_field is not None:
-            sample["image"] = decode_image(raw[image_field])
+    image_field = next((f for f in IMAGE_FIELDS if f in raw), None)
+    if image_field is not None:
+        if decode:
+            sample["image"] = limits.decode_image(raw[image_field])
+        else:
+            limits.check_image_header(raw[image_field])
     return sample

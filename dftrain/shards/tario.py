@@ -4,6 +4,11 @@ Python's tarfile treats a bad header after the first one as the end of the archi
 cut at a member boundary just ends early. So after the last member we check that the rest of the
 file is the end-of-archive marker (zero blocks); anything else means the tar is damaged, and the
 caller learns it through a `TarDamage` event after the good samples before the damage.
+
+Sizes are checked on the headers before anything is read (dftrain.shards.limits): a member over
+max_member_bytes is not read and its sample comes out with `problem` set; an extension header
+(pax, GNU long name) that claims more than MAX_EXTENSION_HEADER_BYTES is damage, because tarfile
+would read it whole into memory.
 """
 
 from __future__ import annotations
@@ -14,15 +19,20 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
-from dftrain.shards.samples import split_member_name
+from dftrain.shards.limits import Limits, current_limits
+from dftrain.shards.samples import SampleProblem, split_member_name
 
 _BLOCK = 512
+# pax records and GNU long names are a few hundred bytes; tarfile reads these headers whole.
+MAX_EXTENSION_HEADER_BYTES = 1 << 20
+_EXTENSION_TYPES = (tarfile.XHDTYPE, tarfile.XGLTYPE, tarfile.GNUTYPE_LONGNAME, tarfile.GNUTYPE_LONGLINK)
 
 
 @dataclass
 class RawSample:
     key: str
     fields: dict[str, bytes]
+    problem: SampleProblem | None = None  # set when a member broke a limit (its data was not read)
 
 
 @dataclass
@@ -52,8 +62,25 @@ def _tail_is_end_marker(handle, offset: int, size: int) -> bool:
     return True
 
 
-def iter_tar(path: str | os.PathLike) -> Iterator[RawSample | TarDamage | DuplicateKey]:
+def _check_extension_headers(fd: int, offset: int) -> None:
+    """Raise EOFError when the extension headers starting at `offset` claim too many bytes."""
+    for _ in range(8):  # a chain of extension headers is short; tarfile reports longer ones itself
+        block = os.pread(fd, _BLOCK, offset)
+        if len(block) < _BLOCK or block[156:157] not in _EXTENSION_TYPES:
+            return
+        try:
+            size = tarfile.nti(block[124:136])
+        except tarfile.TarError:
+            return  # tarfile reports the bad header
+        if size > MAX_EXTENSION_HEADER_BYTES:
+            raise EOFError(f"extension header at byte {offset} claims {size} bytes "
+                           f"(> {MAX_EXTENSION_HEADER_BYTES}); not read")
+        offset += _BLOCK + -(-size // _BLOCK) * _BLOCK
+
+
+def iter_tar(path: str | os.PathLike, limits: Limits | None = None) -> Iterator[RawSample | TarDamage | DuplicateKey]:
     """Yield RawSample per key (consecutive members grouped), then TarDamage if the tar is damaged."""
+    limits = limits or current_limits()
     path = Path(path)
     try:
         handle = open(path, "rb")
@@ -66,12 +93,14 @@ def iter_tar(path: str | os.PathLike) -> Iterator[RawSample | TarDamage | Duplic
         current_is_duplicate = False
         seen: set[str] = set()
         try:
+            _check_extension_headers(handle.fileno(), 0)
             tar = tarfile.open(fileobj=handle, mode="r:")
         except (tarfile.TarError, OSError, EOFError) as exc:
             yield TarDamage(f"not a readable tar: {exc}")
             return
         try:
             while True:
+                _check_extension_headers(handle.fileno(), tar.offset)
                 member = tar.next()
                 if member is None:
                     break
@@ -88,6 +117,14 @@ def iter_tar(path: str | os.PathLike) -> Iterator[RawSample | TarDamage | Duplic
                     if current_is_duplicate:
                         yield DuplicateKey(key)
                     seen.add(key)
+                if current.problem is not None:
+                    continue  # the sample is skipped: do not read its other members
+                try:
+                    limits.check_member(member.name, member.size)
+                except SampleProblem as problem:
+                    current.problem = problem
+                    current.fields.clear()
+                    continue
                 extracted = tar.extractfile(member)
                 data = extracted.read() if extracted is not None else b""
                 if len(data) != member.size:
@@ -95,6 +132,9 @@ def iter_tar(path: str | os.PathLike) -> Iterator[RawSample | TarDamage | Duplic
                 current.fields[field] = data
             end_offset = tar.offset
         except (tarfile.TarError, OSError, EOFError, ValueError) as exc:
+            if current is not None and current.problem is not None and not current_is_duplicate:
+                yield current  # e.g. a member claiming more bytes than the file holds: name the real cause
+                current = None
             yield TarDamage(f"{type(exc).__name__}: {exc}", key=current.key if current is not None else None)
             return
         if not _tail_is_end_marker(handle, end_offset, size):

@@ -1,4 +1,8 @@
-"""`dftrain shard validate`: check every tar against the manifest and decode every sample."""
+"""`dftrain shard validate`: check every tar against the manifest and decode every sample.
+
+Samples are checked exactly as every reader checks them (same keys rule, same limits:
+dftrain.shards.limits), so what validate passes no stage skips.
+"""
 
 from __future__ import annotations
 
@@ -7,8 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dftrain.shards.limits import Limits, current_limits
 from dftrain.shards.manifest import MANIFEST_NAME, TMP_SUFFIX, Manifest, ShardError, sha256_file
-from dftrain.shards.samples import SampleProblem, decode_sample
+from dftrain.shards.samples import SampleProblem, decode_sample, key_problem
 from dftrain.shards.tario import DuplicateKey, RawSample, TarDamage, iter_tar
 
 # Fields each kind of dataset must have in every sample.
@@ -63,13 +68,14 @@ class ValidationReport:
 
 
 def _check_shard(
-    path: Path, expected_samples: int, require: Sequence[str], seen_keys: dict[str, str], add: Callable[..., None]
+    path: Path, expected_samples: int, require: Sequence[str], seen_keys: dict[str, str], add: Callable[..., None],
+    limits: Limits,
 ) -> int:
     """Decode every sample of one tar; returns the number of good samples."""
     good = 0
     samples_found = 0
     damaged = False
-    for event in iter_tar(path):
+    for event in iter_tar(path, limits):
         if isinstance(event, TarDamage):
             add(path.name, event.key, "corrupt tar", event.detail)
             damaged = True
@@ -77,12 +83,19 @@ def _check_shard(
             add(path.name, event.key, "duplicate key", "appears twice in this tar")
         elif isinstance(event, RawSample):
             samples_found += 1
+            unsafe = key_problem(event.key)
+            if unsafe is not None:
+                add(path.name, repr(event.key), "unsafe key", unsafe)
+                continue
+            if event.problem is not None:
+                add(path.name, event.key, event.problem.reason, event.problem.detail)
+                continue
             if event.key in seen_keys:
                 add(path.name, event.key, "duplicate key", f"also in {seen_keys[event.key]}")
                 continue
             seen_keys[event.key] = path.name
             try:
-                decode_sample(event.fields, require=require, decode=True)
+                decode_sample(event.fields, require=require, decode=True, limits=limits)
             except SampleProblem as problem:
                 add(path.name, event.key, problem.reason, problem.detail)
                 continue
@@ -98,13 +111,16 @@ def validate(
     strict: bool = False,
     require: Sequence[str] | None = None,
     on_shard: Callable[[str], None] | None = None,
+    limits: Limits | None = None,
 ) -> ValidationReport:
-    """Check manifest, every tar (exists, size, sha256, sample count) and every sample (decodes).
+    """Check manifest, every tar (exists, size, sha256, sample count) and every sample (decodes, safe
+    key, within the limits; None: this process's limits).
 
     strict=True raises ShardError at the first problem. `on_shard(name)` is called after each tar
     (for a progress bar).
     """
     folder = Path(folder)
+    limits = limits or current_limits()
     report = ValidationReport(folder)
 
     def add(shard: str, key: str | None, reason: str, detail: str = "") -> None:
@@ -123,6 +139,15 @@ def validate(
     report.samples_expected = manifest.total_samples
     report.bytes_expected = manifest.total_bytes
     required = tuple(require) if require is not None else REQUIRED_FIELDS.get(manifest.kind, ())
+
+    built_with = manifest.extra.get("limits")
+    if isinstance(built_with, dict):
+        looser = {k: v for k, v in built_with.items() if isinstance(v, int) and v > getattr(limits, k, v)}
+        if looser:
+            report.warnings.append(
+                "built with larger limits than this check uses (" +
+                ", ".join(f"{k} {v} > {getattr(limits, k)}" for k, v in sorted(looser.items())) +
+                "): pass the same dftrain --max-* options to every stage")
 
     listed = {shard.name for shard in manifest.shards}
     for path in sorted(folder.iterdir()):
@@ -144,7 +169,7 @@ def validate(
             digest = sha256_file(path)
             if digest != shard.sha256:
                 add(shard.name, None, "sha256 mismatch", f"manifest {shard.sha256[:12]}..., file {digest[:12]}...")
-            report.samples_ok += _check_shard(path, shard.samples, required, seen_keys, add)
+            report.samples_ok += _check_shard(path, shard.samples, required, seen_keys, add, limits)
         if len(report.problems) == problems_before:
             report.shards_ok += 1
         if on_shard is not None:

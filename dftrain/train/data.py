@@ -201,7 +201,10 @@ class ObjectBank:
         self.stats = SkipStats()
         require = (LATENTS_FIELD,) if precomputed else ("jpg",)
         items, names = [], []
-        for sample in iter_samples(shard_paths(folder), rank=0, world_size=1, decode=False, require=require, stats=self.stats):
+        # Images are decoded once here (and dropped), so an undecodable one is a counted skip with its key
+        # now rather than a traceback at the first draw.
+        for sample in iter_samples(shard_paths(folder), rank=0, world_size=1, decode=not precomputed, require=require,
+                                   stats=self.stats):
             names.append(class_name_of(sample))
             items.append(load_latents_field(sample[LATENTS_FIELD])["latent"] if precomputed else sample["jpg"])
         if not items:
