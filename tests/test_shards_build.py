@@ -98,9 +98,9 @@ def test_captions_file_errors(tmp_path):
         load_captions(bad.rename(tmp_path / "c.txt"))
     lines = tmp_path / "c.jsonl"
     lines.write_text('{"key": "a", "caption": "ok"}\nnot json\n{"key": "b", "caption": 3}\n')
-    captions, problems = load_captions(lines)
-    assert captions == {"a": ["ok"]}
-    assert [where for where, _ in problems] == ["line 2", "b"]
+    loaded = load_captions(lines)
+    assert loaded.captions == {"a": ["ok"]}
+    assert [where for where, _ in loaded.problems] == ["line 2", "b"]
 
 
 def _save_image(path, seed, fmt="JPEG"):
@@ -173,3 +173,33 @@ def test_parallel_build_gives_identical_shards(tmp_path, image_dir):
     assert one.stats.problems == two.stats.problems == [("broken", "undecodable image")]
     assert [s.sha256 for s in Manifest.load(tmp_path / "one").shards] == [
         s.sha256 for s in Manifest.load(tmp_path / "two").shards]
+
+
+def test_duplicates_in_captions_are_reported_and_kept_once(tmp_path, image_dir):
+    captions = tmp_path / "c.json"
+    captions.write_text('{"cat_01": "A cat", "cat_01": ["A cat", "A cat on a mat"], "nested/dog_02": "A dog",'
+                        ' "dog_02": "A brown dog"}')
+    loaded = load_captions(captions)
+    assert loaded.captions["cat_01"] == ["A cat", "A cat on a mat"]
+    assert [key for key, _ in loaded.duplicates] == ["cat_01", "cat_01"]  # the key, then its repeated caption
+    report = build_shards(image_dir, captions, tmp_path / "out")
+    assert report.duplicates == 3 and report.written == 2  # nested/dog_02 and dog_02 are one image
+    by_key = {s["json"]["caption_key"]: s for s in iter_samples(tmp_path / "out", rank=0, world_size=1, decode=False)}
+    assert by_key["dog_02"]["json"]["captions"] == ["A brown dog", "A dog"]
+    assert by_key["dog_02"]["json"]["other_caption_keys"] == ["nested/dog_02"]
+    assert Manifest.load(tmp_path / "out").extra["duplicates"] == 3
+    with pytest.raises(ShardError, match="strict mode: captions key cat_01: key given twice"):
+        build_shards(image_dir, captions, tmp_path / "strict", strict=True)
+
+
+def test_build_refuses_a_foreign_folder_before_any_work(tmp_path, image_dir):
+    from dftrain.outputs import OutputError
+
+    out = tmp_path / "theirs"
+    out.mkdir()
+    (out / "shard-000000.tar").write_bytes(b"their data")
+    captions = write_captions(tmp_path / "c.json", "json")
+    with pytest.raises(OutputError, match="dftrain did not write"):
+        build_shards(image_dir, captions, out)
+    assert (out / "shard-000000.tar").read_bytes() == b"their data"
+    assert build_shards(image_dir, captions, out, overwrite=True).written == 3

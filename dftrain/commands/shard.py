@@ -42,6 +42,8 @@ def _print_build_report(report, what: str) -> None:
     if report.stats.total_skipped:
         reasons = ", ".join(f"{reason}: {count}" for reason, count in sorted(report.stats.skipped.items()))
         typer.echo(f"skipped {report.stats.total_skipped} ({reasons}); keys are in the log above")
+    if report.duplicates:
+        typer.echo(f"{report.duplicates} duplicate(s) merged (repeated keys, captions or images); see the log above")
 
 
 @app.command("build")
@@ -60,7 +62,7 @@ def build(
     _setup_logging()
     command = _command_line("build", "--images", images, "--captions", captions, "--out", out,
                             "--samples-per-shard", samples_per_shard, strict and "--strict")
-    total = len(load_captions(captions)[0]) if captions.is_file() else 0
+    total = len(load_captions(captions).captions) if captions.is_file() else 0
     progress, advance = _progress(total, "shard build")
     with progress:
         report = build_shards(images, captions, out, samples_per_shard=samples_per_shard, strict=strict,

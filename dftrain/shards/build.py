@@ -25,6 +25,7 @@ from typing import Any
 
 from dftrain.errors import ConfigError
 from dftrain.outputs import check_output_folder, claim_output
+from dftrain.shards.limits import Limits, current_limits
 from dftrain.shards.manifest import ShardError
 from dftrain.shards.reader import SkipStats
 from dftrain.shards.samples import SampleProblem
@@ -45,6 +46,7 @@ class BuildReport:
     shards: int = 0
     stats: SkipStats = field(default_factory=SkipStats)
     unused_images: int = 0
+    duplicates: int = 0  # repeated caption keys / captions / images, merged (see load_captions)
     classes: list[dict[str, Any]] = field(default_factory=list)
 
 
@@ -58,25 +60,47 @@ def _as_caption_list(value: Any) -> list[str] | None:
     return None
 
 
-def load_captions(path: str | os.PathLike) -> tuple[dict[str, list[str]], list[tuple[str, str]]]:
+class _Pairs(list):
+    """A JSON object as its (key, value) pairs, so that a key given twice is seen."""
+
+
+@dataclass
+class CaptionsFile:
+    """A captions file read: {key: [captions]}, entries that are unusable, and repeated entries."""
+
+    captions: dict[str, list[str]]
+    problems: list[tuple[str, str]]  # (where, problem): skipped entries
+    duplicates: list[tuple[str, str]]  # (key, what): repeated keys or captions, reported and kept once
+
+
+def load_captions(path: str | os.PathLike) -> CaptionsFile:
     """Read captions from JSON ({key: caption | [captions]}), JSONL ({"key", "caption"|"captions"}) or
-    CSV/TSV (header with `key` and `caption`). Returns ({key: [captions]}, [(where, problem), ...]);
-    a key given several times (e.g. several CSV rows) collects all its captions."""
+    CSV/TSV (header with `key` and `caption`).
+
+    A key given several times (several CSV rows or JSONL lines, or twice in one JSON object, which
+    JSON readers would otherwise resolve by dropping the earlier one silently) collects all its
+    captions; a JSON key given twice, and the same caption given twice for one key, are listed in
+    `duplicates` (the caption is kept once).
+    """
     path = Path(path)
     if not path.is_file():
         raise ConfigError(f"captions file not found: {path}")
     suffix = path.suffix.lower()
-    captions: dict[str, list[str]] = {}
-    problems: list[tuple[str, str]] = []
+    result = CaptionsFile({}, [], [])
 
     def add(key: Any, value: Any, where: str) -> None:
         caption_list = _as_caption_list(value)
         if not isinstance(key, str | int) or str(key) == "":
-            problems.append((where, "missing key"))
+            result.problems.append((where, "missing key"))
         elif caption_list is None:
-            problems.append((str(key), "bad caption entry (need a string or a list of strings)"))
+            result.problems.append((str(key), "bad caption entry (need a string or a list of strings)"))
         else:
-            captions.setdefault(str(key), []).extend(caption_list)
+            known = result.captions.setdefault(str(key), [])
+            for caption in caption_list:
+                if caption.strip() and caption in known:
+                    result.duplicates.append((str(key), f"caption given twice ({where})"))
+                else:
+                    known.append(caption)
 
     try:
         text = path.read_text(encoding="utf-8")
@@ -84,12 +108,16 @@ def load_captions(path: str | os.PathLike) -> tuple[dict[str, list[str]], list[t
         raise ConfigError(f"captions file {path} is not UTF-8: {exc}") from exc
     if suffix == ".json":
         try:
-            data = json.loads(text)
+            data = json.loads(text, object_pairs_hook=_Pairs)
         except json.JSONDecodeError as exc:
             raise ConfigError(f"captions file {path}: invalid JSON ({exc})") from exc
-        if not isinstance(data, dict):
+        if not isinstance(data, _Pairs):
             raise ConfigError(f"captions file {path}: expected a JSON object {{key: caption or [captions]}}")
-        for key, value in data.items():
+        seen: set[str] = set()
+        for key, value in data:
+            if key in seen:
+                result.duplicates.append((key, "key given twice in the JSON object (both kept)"))
+            seen.add(key)
             add(key, value, f"key {key}")
     elif suffix in (".jsonl", ".ndjson"):
         for number, line in enumerate(text.splitlines(), start=1):
@@ -98,10 +126,10 @@ def load_captions(path: str | os.PathLike) -> tuple[dict[str, list[str]], list[t
             try:
                 record = json.loads(line)
             except json.JSONDecodeError as exc:
-                problems.append((f"line {number}", f"invalid JSON ({exc})"))
+                result.problems.append((f"line {number}", f"invalid JSON ({exc})"))
                 continue
             if not isinstance(record, dict):
-                problems.append((f"line {number}", "not a JSON object"))
+                result.problems.append((f"line {number}", "not a JSON object"))
                 continue
             value = record.get("captions", record.get("caption"))
             add(record.get("key"), value, f"line {number}")
@@ -113,7 +141,7 @@ def load_captions(path: str | os.PathLike) -> tuple[dict[str, list[str]], list[t
             add(row.get("key"), row.get("caption"), f"line {number}")
     else:
         raise ConfigError(f"captions file {path}: unknown format {suffix!r} (use .json, .jsonl or .csv)")
-    return captions, problems
+    return result
 
 
 # --- images -------------------------------------------------------------------------------------------
@@ -142,13 +170,28 @@ def index_images(folder: Path) -> tuple[dict[str, Path], set[str]]:
     return by_name, ambiguous
 
 
-def jpeg_bytes(path: Path) -> tuple[bytes, int, int]:
-    """(JPEG bytes, width, height): JPEG files copied as they are, anything else converted."""
+def jpeg_bytes(path: Path, limits: Limits | None = None) -> tuple[bytes, int, int]:
+    """(JPEG bytes, width, height): JPEG files copied as they are, anything else converted.
+
+    The limits are checked before reading (file size) and before decoding (header pixels).
+    """
     from PIL import Image
 
+    limits = limits or current_limits()
     try:
+        size = path.stat().st_size
+        if size > limits.max_member_bytes:
+            raise SampleProblem("image file too large",
+                                f"{path.name}: {size} bytes > max_member_bytes {limits.max_member_bytes}")
         data = path.read_bytes()
-        with Image.open(io.BytesIO(data)) as img:
+    except OSError as exc:
+        raise SampleProblem("unreadable image", f"{path.name}: {exc.strerror or exc}") from None
+    try:
+        img = limits.open_image(data)
+    except SampleProblem as problem:
+        raise SampleProblem(problem.reason, f"{path.name}: {problem.detail}") from None
+    try:
+        with img:
             img.load()
             width, height = img.size
             if img.format == "JPEG":
@@ -162,34 +205,37 @@ def jpeg_bytes(path: Path) -> tuple[bytes, int, int]:
                 rgb = img.convert("RGB")
         buffer = io.BytesIO()
         rgb.save(buffer, "JPEG", quality=JPEG_QUALITY)
-        return buffer.getvalue(), width, height
     except Exception as exc:  # PIL raises many exception types for bad files
         raise SampleProblem("undecodable image", f"{path.name}: {type(exc).__name__}: {exc}") from None
+    converted = buffer.getvalue()
+    limits.check_member(f"{path.name} as JPEG", len(converted))
+    return converted, width, height
 
 
-def _convert(path: Path) -> tuple:
+def _convert(path: Path, limits: Limits) -> tuple:
     """jpeg_bytes as a picklable result for worker processes: ("ok", data, w, h) or ("bad", reason, detail)."""
     try:
-        return ("ok", *jpeg_bytes(path))
+        return ("ok", *jpeg_bytes(path, limits))
     except SampleProblem as problem:
         return ("bad", problem.reason, problem.detail)
 
 
-def convert_images(paths: Iterable[Path], workers: int = 1) -> Iterator[tuple]:
+def convert_images(paths: Iterable[Path], workers: int = 1, limits: Limits | None = None) -> Iterator[tuple]:
     """_convert over `paths`, in order; with workers > 1 in a process pool with a bounded look-ahead
     (so a slow writer never makes the pool hold every converted image in memory)."""
+    limits = limits or current_limits()
     if workers <= 1:
-        yield from map(_convert, paths)
+        yield from (_convert(path, limits) for path in paths)
         return
     context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
     with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
         remaining = iter(paths)
-        pending = deque(pool.submit(_convert, path) for path in itertools.islice(remaining, workers * 8))
+        pending = deque(pool.submit(_convert, path, limits) for path in itertools.islice(remaining, workers * 8))
         while pending:
             result = pending.popleft().result()
             following = next(remaining, None)
             if following is not None:
-                pending.append(pool.submit(_convert, following))
+                pending.append(pool.submit(_convert, following, limits))
             yield result
 
 
@@ -206,6 +252,14 @@ def _skip(report: BuildReport, strict: bool, key: str, reason: str, detail: str 
     report.stats.add(key, reason)
 
 
+def _duplicate(report: BuildReport, strict: bool, key: str, what: str) -> None:
+    """A repeated key, caption or image: kept once, counted and warned (an error in strict mode)."""
+    if strict:
+        raise ShardError(f"strict mode: captions key {key}: {what}")
+    log.warning("duplicate: captions key %s: %s", key, what)
+    report.duplicates += 1
+
+
 def _tick(on_sample: Callable[[], None] | None) -> None:
     if on_sample is not None:
         on_sample()
@@ -213,12 +267,13 @@ def _tick(on_sample: Callable[[], None] | None) -> None:
 
 # --- shard build --------------------------------------------------------------------------------------
 
-@dataclass(frozen=True)
+@dataclass
 class _Planned:
     index: int
     caption_key: str
     texts: list[str]
     path: Path
+    other_keys: list[str] = field(default_factory=list)  # further caption keys naming the same image
 
 
 def build_shards(
@@ -232,33 +287,54 @@ def build_shards(
     workers: int = 1,
     on_sample: Callable[[], None] | None = None,
     overwrite: bool = False,
+    limits: Limits | None = None,
 ) -> BuildReport:
     """Training shards from an image folder and a captions file (see load_captions).
 
-    Caption problems (empty caption, no or ambiguous image) are found before anything is written;
-    images are then converted (in `workers` processes) and written in sorted key order.
+    Caption problems (empty or over-long caption, no or ambiguous image) are found before anything
+    is written; captions whose keys name the same image file become one sample with all their
+    captions (warned). Images are then converted (in `workers` processes) and written in sorted key
+    order. The limits (dftrain.shards.limits; None: this process's) are the ones every reader
+    applies, so nothing stored here is skipped later.
     """
     images, out = Path(images), Path(out)
+    limits = limits or current_limits()
     if not images.is_dir():
         raise ConfigError(f"image folder not found: {images}")
     check_output_folder(out, "shard build", overwrite=overwrite)  # refuse before any work
-    caption_map, caption_problems = load_captions(captions)
+    loaded = load_captions(captions)
+    caption_map = loaded.captions
     by_name, ambiguous = index_images(images)
     report = BuildReport(out)
-    for where, problem in caption_problems:
+    for where, problem in loaded.problems:
         _skip(report, strict, where, "bad caption entry", problem)
+    for key, what in loaded.duplicates:
+        _duplicate(report, strict, key, what)
     plan: list[_Planned] = []
+    by_file: dict[tuple[int, int], _Planned] = {}
     for index, caption_key in enumerate(sorted(caption_map)):
         texts = [text.strip() for text in caption_map[caption_key] if text.strip()]
         path = by_name.get(caption_key)
+        too_long = _first_problem(limits.check_caption, texts)
         if not texts:
             _skip(report, strict, caption_key, "empty caption")
+        elif too_long is not None:
+            _skip(report, strict, caption_key, too_long.reason, too_long.detail)
         elif path is None:
             reason = "ambiguous image name" if caption_key in ambiguous else "missing image"
             _skip(report, strict, caption_key, reason, f"no unique image named {caption_key}.* in {images}")
         else:
-            plan.append(_Planned(index, caption_key, texts, path))
-            continue
+            identity = _file_identity(path)
+            first = by_file.get(identity)
+            if first is None:
+                by_file[identity] = planned = _Planned(index, caption_key, texts, path)
+                plan.append(planned)
+                continue
+            # One image under two keys (nested/x and x, a link): one sample, all captions kept.
+            _duplicate(report, strict, caption_key, f"names the same image as key {first.caption_key} "
+                       f"({path.relative_to(images).as_posix()}): one sample with both keys' captions")
+            first.texts.extend(t for t in texts if t not in first.texts)
+            first.other_keys.append(caption_key)
         _tick(on_sample)
     matched = {by_name[k] for k in caption_map if k in by_name}
     report.unused_images = len(set(by_name.values()) - matched)
@@ -266,7 +342,8 @@ def build_shards(
 
     with claim_output(out, "shard build", overwrite=overwrite), \
             ShardWriter(out, samples_per_shard=samples_per_shard, kind="train", command=command) as writer:
-        for item, converted in zip(plan, convert_images((p.path for p in plan), workers), strict=True):
+        converted_all = convert_images((p.path for p in plan), workers, limits)
+        for item, converted in zip(plan, converted_all, strict=True):
             if converted[0] == "bad":
                 _skip(report, strict, item.caption_key, converted[1], converted[2])
             else:
@@ -282,6 +359,8 @@ def build_shards(
                 }
                 if len(item.texts) > 1:
                     meta["captions"] = item.texts
+                if item.other_keys:
+                    meta["other_caption_keys"] = item.other_keys
                 writer.write({"__key__": key, "jpg": data, "txt": item.texts[0], "json": meta})
                 sleep()
             _tick(on_sample)
@@ -289,12 +368,29 @@ def build_shards(
             "skipped": dict(report.stats.skipped),
             "captions": len(caption_map),
             "images_without_caption": report.unused_images,
+            "duplicates": report.duplicates,
+            "limits": limits.to_dict(),
         }
     report.written = writer.samples_written
     report.shards = len(writer.manifest.shards)
     if report.unused_images:
         log.info("%d image(s) in %s have no caption and were not used", report.unused_images, images)
     return report
+
+
+def _first_problem(check: Callable[[str], None], values: Iterable[str]) -> SampleProblem | None:
+    for value in values:
+        try:
+            check(value)
+        except SampleProblem as problem:
+            return problem
+    return None
+
+
+def _file_identity(path: Path) -> tuple[int, int]:
+    """(device, inode): the same file reached through two names or a link is one image."""
+    stat = path.stat()
+    return stat.st_dev, stat.st_ino
 
 
 # --- shard objects ------------------------------------------------------------------------------------
@@ -347,9 +443,11 @@ def build_objects(
     workers: int = 1,
     on_sample: Callable[[], None] | None = None,
     overwrite: bool = False,
+    limits: Limits | None = None,
 ) -> BuildReport:
     """A labelled object bank: samples with `jpg`, `cls` (class id) and `json` (class name, wnid)."""
     root, out = Path(imagefolder), Path(out)
+    limits = limits or current_limits()
     check_output_folder(out, "shard objects", overwrite=overwrite)  # refuse before any work
     layout, classes = find_object_classes(root)
     per_class = [(cls, list_images(cls.folder)) for cls in classes]
@@ -365,7 +463,7 @@ def build_objects(
     written_per_class = [0] * len(per_class)
     with claim_output(out, "shard objects", overwrite=overwrite), \
             ShardWriter(out, samples_per_shard=samples_per_shard, kind="objects", command=command) as writer:
-        converted_all = convert_images((path for _, _, path in planned), workers)
+        converted_all = convert_images((path for _, _, path in planned), workers, limits)
         for index, ((class_id, cls, path), converted) in enumerate(zip(planned, converted_all, strict=True)):
             source = path.relative_to(root).as_posix()
             if converted[0] == "bad":
@@ -387,7 +485,8 @@ def build_objects(
             if cls.wnid is not None:
                 entry["wnid"] = cls.wnid
             report.classes.append(entry)
-        writer.manifest.extra = {"layout": layout, "classes": report.classes, "skipped": dict(report.stats.skipped)}
+        writer.manifest.extra = {"layout": layout, "classes": report.classes, "skipped": dict(report.stats.skipped),
+                                 "limits": limits.to_dict()}
     report.written = writer.samples_written
     report.shards = len(writer.manifest.shards)
     return report
