@@ -1,9 +1,15 @@
 """Run a sequence of `dftrain` subcommands as resumable stages (used by demo and reproduce).
 
 Each stage is one subcommand run in its own process, as a user would run it, with
-its output in a log file. A stage that finished with the same arguments and whose
-outputs still exist is reused on a re-run; a stage that failed stops the sequence
-with the tail of its log, and everything finished before it is kept.
+its output in a log file. A stage that failed stops the sequence with the tail of its
+log, and everything finished before it is kept.
+
+Reuse is decided by content (dftrain.fingerprint), recorded in RUN/.stages/<name>.json:
+a finished stage is reused only when its arguments are the same, the content of every
+input it names (each existing path among its arguments, except its outputs) is the same,
+and its declared outputs still hold what it wrote. So a stage whose input was rebuilt with
+other content runs again, and the stages after it see their inputs change in turn; a
+stage rerun that wrote identical content leaves the later ones reused.
 """
 
 from __future__ import annotations
@@ -18,6 +24,9 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from dftrain.errors import DftrainError
+
+# Flags whose value is an output of the stage, not an input (every dftrain stage writes through --out).
+OUTPUT_FLAGS = ("--out", "--objects-out")
 
 
 @dataclass
@@ -51,14 +60,62 @@ def _marker(run_dir: Path, stage: Stage) -> Path:
     return run_dir / ".stages" / f"{stage.name}.json"
 
 
-def is_done(run_dir: Path, stage: Stage) -> bool:
+def stage_inputs(stage: Stage) -> list[Path]:
+    """The existing paths among a stage's arguments that it reads (not --out values, not its outputs)."""
+    outputs = {Path(p) for p in stage.outputs}
+    found = []
+    for i, arg in enumerate(stage.args):
+        if i > 0 and stage.args[i - 1] in OUTPUT_FLAGS:
+            continue
+        if os.sep not in arg and not os.path.isabs(arg):
+            continue  # a plain word or number, not a path
+        path = Path(arg)
+        if path.exists() and path not in outputs:
+            found.append(path)
+    return found
+
+
+def content_digests(paths: list[Path]) -> dict[str, str]:
+    """path -> content digest (dftrain.fingerprint.tree_sha256; "missing" when absent)."""
+    from dftrain.fingerprint import tree_sha256
+
+    digests = {}
+    for path in paths:
+        try:
+            digests[str(path)] = tree_sha256(path)
+        except (FileNotFoundError, DftrainError):
+            digests[str(path)] = "missing"
+    return digests
+
+
+def stale_reason(run_dir: Path, stage: Stage) -> str | None:
+    """Why the stage must run (no record, other arguments, an input or output changed), or None."""
     marker = _marker(run_dir, stage)
-    if not marker.exists() or not all(Path(p).exists() for p in stage.outputs):
-        return False
+    missing = [str(p) for p in stage.outputs if not Path(p).exists()]
+    if missing:
+        return f"output missing: {missing[0]}"
     try:
-        return json.loads(marker.read_text()).get("fingerprint") == stage.fingerprint()
+        record = json.loads(marker.read_text())
     except (OSError, ValueError):
-        return False
+        return "not run yet"
+    if record.get("fingerprint") != stage.fingerprint():
+        return "arguments changed"
+    recorded_inputs = record.get("inputs")
+    if not isinstance(recorded_inputs, dict):
+        return "no content record (made by an older dftrain)"
+    current = content_digests(stage_inputs(stage))
+    changed = sorted(set(current) ^ set(recorded_inputs)) or [p for p in current if current[p] != recorded_inputs[p]]
+    if changed:
+        return f"input changed: {changed[0]}"
+    outputs_now = content_digests([Path(p) for p in stage.outputs])
+    changed = [p for p, digest in outputs_now.items() if (record.get("outputs") or {}).get(p) != digest]
+    if changed:
+        return f"output changed since it was written: {changed[0]}"
+    return None
+
+
+def is_done(run_dir: Path, stage: Stage) -> bool:
+    return stale_reason(run_dir, stage) is None
 
 
 def _log_tail(path: Path, lines: int = 25) -> str:
@@ -75,6 +132,7 @@ def run_stage(run_dir: Path, stage: Stage) -> StageResult:
     logs = run_dir / "logs"
     logs.mkdir(parents=True, exist_ok=True)
     log_path = logs / f"{stage.name}.log"
+    inputs = content_digests(stage_inputs(stage))  # what this run reads, taken before it starts
     env = {**os.environ, **stage.env}
     env.setdefault("DS_ACCELERATOR", "cpu")
     if stage.ranks > 1:
@@ -93,10 +151,13 @@ def run_stage(run_dir: Path, stage: Stage) -> StageResult:
     missing = [str(p) for p in stage.outputs if not Path(p).exists()]
     if missing:
         raise DftrainError(f"stage '{stage.name}' finished but did not write {', '.join(missing)}; log: {log_path}")
+    from dftrain.shards.manifest import atomic_write_bytes
+
     marker = _marker(run_dir, stage)
     marker.parent.mkdir(parents=True, exist_ok=True)
-    marker.write_text(json.dumps({"fingerprint": stage.fingerprint(), "seconds": round(seconds, 1),
-                                  "args": stage.args, "ranks": stage.ranks}))
+    record = {"fingerprint": stage.fingerprint(), "seconds": round(seconds, 1), "args": stage.args,
+              "ranks": stage.ranks, "inputs": inputs, "outputs": content_digests([Path(p) for p in stage.outputs])}
+    atomic_write_bytes(marker, json.dumps(record, indent=1).encode("utf-8"))
     return StageResult(stage.name, "ran", seconds)
 
 
@@ -109,10 +170,13 @@ def run_stages(run_dir: Path, stages: list[Stage], console=None) -> list[StageRe
     total = len(stages)
     for index, stage in enumerate(stages, 1):
         label = f"[{index}/{total}] {stage.name}"
-        if is_done(run_dir, stage):
-            console.print(f"{label}: reused (finished earlier with the same arguments)")
+        reason = stale_reason(run_dir, stage)
+        if reason is None:
+            console.print(f"{label}: reused (finished earlier with the same arguments and inputs)")
             results.append(StageResult(stage.name, "reused", 0.0))
             continue
+        if _marker(run_dir, stage).exists():
+            console.print(f"{label}: running again ({reason})")
         with console.status(f"{label}: running  (log: {run_dir / 'logs' / (stage.name + '.log')})"):
             result = run_stage(run_dir, stage)
         console.print(f"{label}: done in {result.seconds:.0f} s")

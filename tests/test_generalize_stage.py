@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 from generalize_helpers import ScriptedBackend, build_tiny_lm, read_folder, write_input_shards
 
-from dftrain.errors import ConfigError
 from dftrain.generalize.stage import RECEIPT_DIR, generalize_shards
+from dftrain.outputs import MARKER_NAME
 from dftrain.shards import ShardError
 
 REPO = Path(__file__).resolve().parents[1]
@@ -132,8 +132,9 @@ def test_resume_skips_finished_shards_and_redoes_damaged_ones(tmp_path):
     assert report.written == ["shard-000001.tar"] and report.manifest_written
     assert {p.name: p.read_bytes() for p in out.glob("*.tar")} == digests
 
-    with pytest.raises(ConfigError, match="other settings"):
-        run(in_dir, out, backend, max_words=3)
+    # Other settings redo every shard (the receipts name the change), and then reuse again.
+    assert run(in_dir, out, backend, max_words=3).written == sorted(digests)
+    assert run(in_dir, out, backend, max_words=3).skipped_done == sorted(digests)
     assert run(in_dir, out, backend, max_words=3, overwrite=True).written == sorted(digests)
 
 
@@ -193,7 +194,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_lm):
         return [(s["name"], s["samples"], s["sha256"]) for s in manifest["shards"]]
 
     assert listing(killed) == listing(clean)
-    assert sorted(p.name for p in killed.iterdir() if p.name != RECEIPT_DIR) == sorted(
+    assert sorted(p.name for p in killed.iterdir() if p.name not in (RECEIPT_DIR, MARKER_NAME)) == sorted(
         [f"shard-{i:06d}.tar" for i in range(8)] + ["manifest.json"])  # no temp or duplicate shard left
     assert read_folder(killed).keys() == read_folder(in_dir).keys()
 

@@ -193,18 +193,10 @@ class EmbeddedDescriptor:
 
 
 def _file_digest(path: Path) -> str:
-    """sha256 of a weights file, or of a folder's file names, sizes and mtimes (cheap)."""
-    h = hashlib.sha256()
-    if path.is_file():
-        with path.open("rb") as f:
-            for block in iter(lambda: f.read(1 << 20), b""):
-                h.update(block)
-    else:
-        for p in sorted(path.rglob("*")):
-            if p.is_file():
-                st = p.stat()
-                h.update(f"{p.relative_to(path)}:{st.st_size}:{st.st_mtime_ns}".encode())
-    return h.hexdigest()[:16]
+    """Content digest of a weights file or folder (dftrain.fingerprint: every file's bytes, memoized)."""
+    from dftrain.fingerprint import tree_sha256
+
+    return tree_sha256(path)[:16]
 
 
 def load_torchscript(path: Path, device: str | None, what: str):

@@ -23,6 +23,7 @@ import numpy as np
 
 from dftrain.errors import ConfigError, DftrainError, MissingDependencyError
 from dftrain.evaluate.inputs import PROMPTS_FILE, iter_train_samples, original_caption
+from dftrain.outputs import check_output_folder, claim_output
 
 log = logging.getLogger("dftrain.generate")
 
@@ -43,6 +44,7 @@ class GenerateOptions:
     dtype: str = "auto"  # auto | fp32 | fp16 | bf16
     rank: int | None = None
     world_size: int | None = None
+    overwrite: bool = False  # write into a folder dftrain did not make (dftrain/outputs.py)
 
 
 @dataclass(frozen=True)
@@ -106,11 +108,12 @@ def rank_file(out_dir: Path, rank: int) -> Path:
 
 
 def _check_config(out_dir: Path, config: dict, rank: int) -> None:
-    """The folder must hold one plan only: refuse to resume with different arguments."""
+    """The folder must hold one plan only: refuse to resume with different arguments, another model
+    or other training captions (compared by content; "paths" is for the reader only)."""
     path = out_dir / CONFIG_FILE
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
-        diff = {k: (old.get(k), v) for k, v in config.items() if old.get(k) != v}
+        diff = {k: (old.get(k), v) for k, v in config.items() if k != "paths" and old.get(k) != v}
         if diff:
             shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
             raise ConfigError(f"{out_dir} holds generations made with other settings ({shown}); "
@@ -177,7 +180,6 @@ def _save_atomic(image, path: Path) -> None:
 
 def generate(model_dir: str | Path, shards_dir: str | Path, out_dir: str | Path,
              options: GenerateOptions | None = None) -> dict:
-    import torch
 
     from dftrain.distributed import rank_info
 
@@ -186,15 +188,36 @@ def generate(model_dir: str | Path, shards_dir: str | Path, out_dir: str | Path,
         raise ConfigError("--batch-size and --steps must be >= 1")
     info = rank_info(options.rank, options.world_size)
     out_dir = Path(out_dir)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    config = {"model": str(Path(model_dir).resolve()), "shards": str(Path(shards_dir).resolve()),
-              **{k: v for k, v in asdict(options).items()
-                 if k in ("num_prompts", "per_prompt", "steps", "guidance", "seed", "resolution")}}
-    _check_config(out_dir, config, info.rank)
-
+    check_output_folder(out_dir, "generate", overwrite=options.overwrite)  # before reading any caption
     jobs = plan_jobs(training_prompts(shards_dir, options.num_prompts, options.seed), options.per_prompt,
                      options.seed)
     mine = jobs_for_rank(jobs, info.rank, info.world_size)
+    my_files = {j.file for j in mine}
+
+    def my_temp_files(folder: Path):
+        # `.<file>.tmp<pid>` of this rank's images; other ranks may be writing theirs right now.
+        images = [p for p in folder.glob(".*.tmp*") if p.name[1:].split(".tmp")[0] in my_files]
+        return images + list(folder.glob(f"{CONFIG_FILE}.tmp{info.rank}-*"))
+
+    with claim_output(out_dir, "generate", overwrite=options.overwrite, scope=f"rank{info.rank}",
+                      temp_patterns=my_temp_files):
+        return _generate_claimed(model_dir, shards_dir, out_dir, options, info, jobs, mine)
+
+
+def _generate_claimed(model_dir, shards_dir, out_dir: Path, options: GenerateOptions, info, jobs: list[Job],
+                      mine: list[Job]) -> dict:
+    import torch
+
+    from dftrain.fingerprint import shard_folder_sha256, tree_sha256
+
+    if not (Path(model_dir) / "model_index.json").is_file():
+        raise MissingDependencyError(f"{model_dir} is not a diffusers pipeline folder (no model_index.json)")
+    # Reuse is keyed on content: images of a retrained model in the same folder are not "done".
+    config = {"model": tree_sha256(model_dir), "shards": shard_folder_sha256(shards_dir),
+              **{k: v for k, v in asdict(options).items()
+                 if k in ("num_prompts", "per_prompt", "steps", "guidance", "seed", "resolution")},
+              "paths": {"model": str(Path(model_dir).resolve()), "shards": str(Path(shards_dir).resolve())}}
+    _check_config(out_dir, config, info.rank)
     todo = [j for j in mine if not (out_dir / j.file).is_file()]
     summary = {"planned": len(jobs), "rank": info.rank, "world_size": info.world_size, "this_rank": len(mine),
                "already_done": len(mine) - len(todo), "generated": 0}

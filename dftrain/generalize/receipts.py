@@ -1,10 +1,21 @@
 """Per-shard receipts and the manifest of a generalized shard folder.
 
 A receipt `OUT/.generalize/<shard>.json` is written (atomically) after its output shard
-has been renamed into place: it holds the shard's sha256, size and sample count, the
-settings it was made with and its statistics. A shard counts as finished only when its
-receipt matches the tar on disk. The manifest is assembled from the receipts once every
-input shard has one, by whichever rank finds that first, or by `--finalize`.
+has been renamed into place: it holds the shard's sha256, size and sample count, its
+statistics and the work key it was made under. A shard is reused only when its receipt
+matches the tar on disk and its work key equals the current one:
+
+    work_key(input_sha256=..., model=model_identity(...), settings={...})
+
+- input_sha256: the input shard's checksum from the input manifest, so rebuilding the
+  input with other content redoes exactly the shards whose content changed;
+- model: the model's identity, the sha256 of its weight files (dftrain.fingerprint), or
+  "<backend>:<name>" for a stand-in given as an object;
+- settings: every option that changes the output (prompt, fallback chain, limits, ...).
+
+Any change redoes the shard (the log says which part changed). The manifest is assembled
+from the receipts once every input shard has one, by whichever rank finds that first, or
+by `--finalize`; it refuses receipts made under different settings or models.
 """
 
 from __future__ import annotations
@@ -14,7 +25,7 @@ import logging
 from collections import Counter
 from pathlib import Path
 
-from dftrain.errors import ConfigError, DftrainError
+from dftrain.errors import DftrainError
 
 log = logging.getLogger("dftrain.generalize")
 
@@ -46,21 +57,47 @@ def write_receipt(out_dir: Path, shard_name: str, data: dict) -> None:
     atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
 
 
-def shard_is_done(out_dir: Path, shard_name: str, settings: dict, *, verify_sha: bool = True) -> bool:
-    """True when the output shard exists, matches its receipt, and was made under `settings` (a dict).
+def model_identity(path: str | Path | None = None, *, stand_in: str | None = None) -> str:
+    """What identifies a model for reuse: "sha256:<digest of its weight files>" for a model file or
+    folder, or "stand-in:<name>" for a backend given as an object (tests, embedding code)."""
+    from dftrain.errors import MissingDependencyError
+    from dftrain.fingerprint import tree_sha256
 
-    A finished shard made under other settings is an error: the user picks a new --out or --overwrite.
-    """
+    if path is None:
+        if stand_in is None:
+            raise ValueError("model_identity needs a path or a stand-in name")
+        return f"stand-in:{stand_in}"
+    if not Path(path).exists():
+        raise MissingDependencyError(f"model {path} not found (pass a local model folder or file with --model)")
+    return f"sha256:{tree_sha256(path)}"
+
+
+def work_key(*, input_sha256: str, model: str, settings: dict) -> dict:
+    """Everything a generalized shard depends on (see the module docstring)."""
+    return {"input_sha256": input_sha256, "model": model, "settings": settings}
+
+
+def stale_parts(receipt: dict, key: dict) -> list[str]:
+    """The parts of `key` that differ from the receipt's (empty: the work can be reused)."""
+    made = receipt.get("key") or {}
+    changed = [part for part in ("input_sha256", "model") if made.get(part) != key[part]]
+    old, new = made.get("settings") or {}, key["settings"]
+    changed += [f"settings.{name}" for name in sorted(set(old) | set(new)) if old.get(name) != new.get(name)]
+    return changed
+
+
+def shard_is_done(out_dir: Path, shard_name: str, key: dict, *, verify_sha: bool = True) -> bool:
+    """True when the output shard exists, matches its receipt, and was made under `key` (work_key)."""
     from dftrain.shards import sha256_file
 
     receipt = read_receipt(out_dir, shard_name)
     tar = out_dir / shard_name
     if receipt is None or not tar.is_file():
         return False
-    if receipt.get("settings") != settings:
-        raise ConfigError(
-            f"{tar} was generalized with other settings ({receipt.get('settings')}); "
-            "use another --out, the same settings, or --overwrite")
+    changed = stale_parts(receipt, key)
+    if changed:
+        log.info("%s: redoing it, changed since it was made: %s", tar, ", ".join(changed))
+        return False
     if tar.stat().st_size != receipt.get("bytes"):
         log.warning("%s does not match its receipt (size); redoing it", tar)
         return False
@@ -77,14 +114,17 @@ def input_shards(in_dir: Path) -> list:
     return list(Manifest.load(in_dir).shards)
 
 
-def finalize(in_dir: Path, out_dir: Path, *, command: str = "", require_all: bool = True) -> bool:
-    """Write OUT/manifest.json when every input shard has a finished output shard.
+def finalize(in_dir: Path, out_dir: Path, *, command: str = "", require_all: bool = True, write: bool = True) -> bool:
+    """Write OUT/manifest.json when every input shard has a finished output shard made from its
+    current content.
 
-    Returns False (or raises DftrainError with require_all) when some are missing.
+    Returns False (or raises DftrainError with require_all) when some are missing or stale.
+    write=False only checks (True: the manifest would be written).
     """
     from dftrain.shards import Manifest, ShardInfo
 
-    names = [s.name for s in input_shards(in_dir)]
+    shards = input_shards(in_dir)
+    names = [s.name for s in shards]
     receipts = {name: read_receipt(out_dir, name) for name in names}
     missing = [n for n, r in receipts.items() if r is None or not (out_dir / n).is_file()
                or (out_dir / n).stat().st_size != r.get("bytes")]
@@ -93,9 +133,22 @@ def finalize(in_dir: Path, out_dir: Path, *, command: str = "", require_all: boo
             raise DftrainError(f"{len(missing)} of {len(names)} shards are not generalized yet "
                                f"(first: {missing[:3]}); run the missing ranks first")
         return False
+    inputs = {s.name: s.sha256 for s in shards}
+    stale = [n for n, r in receipts.items() if (r.get("key") or {}).get("input_sha256") != inputs[n]]
+    if stale:
+        message = (f"{len(stale)} shard(s) in {out_dir} were generalized from an older version of {in_dir} "
+                   f"(first: {stale[:3]}); run the generalize ranks again")
+        if require_all:
+            raise DftrainError(message)
+        log.info("%s", message)
+        return False
     settings = [r["settings"] for r in receipts.values()]
-    if any(s != settings[0] for s in settings):
-        raise DftrainError(f"the shards in {out_dir} were generalized with different settings")
+    models = {(r.get("key") or {}).get("model") for r in receipts.values()}
+    if any(s != settings[0] for s in settings) or len(models) > 1:
+        raise DftrainError(f"the shards in {out_dir} were generalized with different settings or models; "
+                           "run every rank with the same options (or --overwrite)")
+    if not write:
+        return True
     totals: dict[str, Counter] = {"steps": Counter(), "skipped": Counter(), "fallback_reasons": Counter()}
     for r in receipts.values():
         for key, counter in totals.items():
@@ -113,6 +166,7 @@ def finalize(in_dir: Path, out_dir: Path, *, command: str = "", require_all: boo
         shards=[ShardInfo(r["name"], r["samples"], r["sha256"], r["bytes"]) for r in receipts.values()],
         command=command,
         extra={"source": str(in_dir), "settings": settings[0] if settings else None,
+               "model": models.pop() if models else None,
                "steps": dict(totals["steps"]), "skipped": dict(totals["skipped"]),
                "fallback_reasons": dict(totals["fallback_reasons"]),
                "unique_captions": sum(r.get("unique_captions", 0) for r in receipts.values()),

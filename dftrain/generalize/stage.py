@@ -11,15 +11,20 @@ Resume and several ranks (nodes):
   `OUT/.generalize/<shard>.json` (atomic as well) records its sha256, size, sample
   count, the settings and per-shard statistics;
 - on a re-run, a shard whose receipt matches the tar on disk (size and sha256) and
-  the current settings is skipped; a tar without a receipt (killed between the two
-  renames) is redone; leftover temp files are ignored and overwritten;
+  whose work key (the input shard's sha256 from the input manifest, the model's
+  identity, the settings: receipts.py) is unchanged is skipped; any change redoes
+  exactly the shards it affects; a tar without a receipt (killed between the two
+  renames) is redone;
+- the output folder is claimed per rank (dftrain/outputs.py): a folder dftrain did not
+  make is refused unless --overwrite, a second process of the same rank is refused, and
+  the temp files a dead run of this rank left are removed;
 - the manifest is written by whichever rank finds every input shard's receipt present
   when it finishes (the last one to finish, in practice), or by `--finalize`. Several
   ranks writing it at once write the same content through atomic renames.
 
 Bad input follows the shard reader's policy (counted skip with the key logged, or an
-error with --strict): non-UTF-8, empty, and over-10,000-character captions, undecodable
-JSON, damaged tars. Captions the reader accepts but that are long are cut to
+error with --strict): non-UTF-8, empty, and over-10,000-byte captions, unsafe keys, members
+or images over the shard limits, undecodable JSON, damaged tars. Captions the reader accepts but that are long are cut to
 `max_input_chars` (at a word boundary) for the prompt only; orig_caption keeps the full text.
 """
 
@@ -40,8 +45,10 @@ from dftrain.generalize.receipts import (
     RECEIPT_DIR,
     finalize,
     input_shards,
+    model_identity,
     receipt_path,
     shard_is_done,
+    work_key,
     write_receipt,
 )
 
@@ -63,12 +70,13 @@ class StageSettings:
     max_input_chars: int
     target_generality: float | None = None
     rounds: int = 0
+    limits: dict[str, int] | None = None  # the shard limits decide which samples are read
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.model, "prompt_hash": self.prompt_hash,
                 "fallback": list(self.fallback), "max_words": self.max_words,
                 "max_input_chars": self.max_input_chars, "target_generality": self.target_generality,
-                "rounds": self.rounds}
+                "rounds": self.rounds, "limits": self.limits}
 
 
 @dataclass
@@ -175,7 +183,7 @@ def generalize_shard(tar: Path, out_path: Path, generalizer: Generalizer, *, llm
 
     return {
         "name": info.name, "samples": info.samples, "sha256": info.sha256, "bytes": info.bytes,
-        "input": {"path": str(tar), "samples_read": len(samples)},
+        "input": {"name": tar.name, "samples_read": len(samples)},
         "unique_captions": len(unique),
         "steps": dict(steps),
         "fallback_reasons": dict(Counter(r.reason for r in results.values() if r.reason)),
@@ -192,27 +200,39 @@ def generalize_shard(tar: Path, out_path: Path, generalizer: Generalizer, *, llm
 
 
 def run_stage(in_dir: str | Path, out_dir: str | Path, *, settings: StageSettings,
-              make_generalizer: Callable[[], Generalizer], scorer=None, rank: int = 0, world_size: int = 1,
-              strict: bool = False, overwrite: bool = False, command: str = "", progress: bool = True
-              ) -> StageReport:
+              make_generalizer: Callable[[], Generalizer], model_id: str, scorer=None, rank: int = 0,
+              world_size: int = 1, strict: bool = False, overwrite: bool = False, command: str = "",
+              progress: bool = True) -> StageReport:
     """Generalize this rank's shards of `in_dir` into `out_dir`; see the module docstring.
 
-    `make_generalizer` is called only when some shard needs work, so a rank whose shards
-    are all done never loads a model.
+    `model_id` is the model's identity (receipts.model_identity). `make_generalizer` is called
+    only when some shard needs work, so a rank whose shards are all done never loads a model.
     """
+    from dftrain.outputs import claim_output
+
     in_dir, out_dir = Path(in_dir), Path(out_dir)
     if in_dir.resolve() == out_dir.resolve():
         raise ConfigError("--out must differ from --shards (output shards keep the input names)")
     shards = input_shards(in_dir)
     mine = [s for i, s in enumerate(shards) if i % world_size == rank]
+    temp_files = [f"{s.name}.tmp" for s in mine] + [f"{RECEIPT_DIR}/.{s.name}.json.*.tmp" for s in mine]
+    with claim_output(out_dir, "generalize", overwrite=overwrite, scope=f"rank{rank}", temp_patterns=temp_files):
+        return _run_claimed(in_dir, out_dir, mine, settings=settings, make_generalizer=make_generalizer,
+                            model_id=model_id, scorer=scorer, rank=rank, world_size=world_size, strict=strict,
+                            overwrite=overwrite, command=command, progress=progress)
+
+
+def _run_claimed(in_dir: Path, out_dir: Path, mine: list, *, settings: StageSettings,
+                 make_generalizer: Callable[[], Generalizer], model_id: str, scorer, rank: int, world_size: int,
+                 strict: bool, overwrite: bool, command: str, progress: bool) -> StageReport:
     report = StageReport(rank, world_size, assigned=[s.name for s in mine])
-    out_dir.mkdir(parents=True, exist_ok=True)
     if overwrite:
         for s in mine:
             receipt_path(out_dir, s.name).unlink(missing_ok=True)
+    keys = {s.name: work_key(input_sha256=s.sha256, model=model_id, settings=settings.to_dict()) for s in mine}
     todo = []
     for s in mine:
-        if shard_is_done(out_dir, s.name, settings.to_dict()):
+        if shard_is_done(out_dir, s.name, keys[s.name]):
             report.skipped_done.append(s.name)
         else:
             todo.append(s)
@@ -230,7 +250,8 @@ def run_stage(in_dir: str | Path, out_dir: str | Path, *, settings: StageSetting
             for s in todo:
                 receipt = generalize_shard(in_dir / s.name, out_dir / s.name, generalizer, llm=llm, scorer=scorer,
                                            strict=strict, on_samples=advance)
-                receipt.update({"settings": settings.to_dict(), "rank": rank, "world_size": world_size})
+                receipt.update({"settings": settings.to_dict(), "key": keys[s.name], "rank": rank,
+                                "world_size": world_size})
                 write_receipt(out_dir, s.name, receipt)
                 report.written.append(s.name)
                 report.samples_in += receipt["input"]["samples_read"] + sum(receipt["skipped"].values())
@@ -242,10 +263,13 @@ def run_stage(in_dir: str | Path, out_dir: str | Path, *, settings: StageSetting
                          s.name, receipt["samples"], receipt["unique_captions"], receipt["steps"],
                          receipt["skipped"] or "none")
     report.seconds = time.perf_counter() - started
-    if not todo and (out_dir / "manifest.json").is_file():
-        report.manifest_written = True  # nothing changed: keep the manifest as it is
+    manifest = out_dir / "manifest.json"
+    if not todo and manifest.is_file() and finalize(in_dir, out_dir, require_all=False, write=False):
+        report.manifest_written = True  # nothing changed here or elsewhere: keep the manifest as it is
     else:
         report.manifest_written = finalize(in_dir, out_dir, command=command, require_all=False)
+        if not report.manifest_written:
+            manifest.unlink(missing_ok=True)  # it described shards that are now stale
     return report
 
 
@@ -286,8 +310,10 @@ def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str =
     """
     from dftrain.distributed import rank_info
     from dftrain.generalize.backends import BACKEND_NAMES, load_backend
+    from dftrain.generalize.embedded import find_embedded_gguf
     from dftrain.generalize.generalizer import parse_fallback
     from dftrain.generalize.prompts import make_prompt_spec
+    from dftrain.shards.limits import current_limits
 
     if backend_instance is None and backend not in BACKEND_NAMES:
         raise ConfigError(f"unknown backend {backend!r}; choose one of {', '.join(BACKEND_NAMES)}")
@@ -304,13 +330,20 @@ def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str =
     scorer = load_optional_scorer("on" if target_generality is not None else score)
     settings = StageSettings(backend=backend, model=str(model) if model else "default", prompt_hash=spec.hash(),
                              fallback=chain, max_words=max_words, max_input_chars=max_input_chars,
-                             target_generality=target_generality, rounds=rounds if target_generality else 0)
+                             target_generality=target_generality, rounds=rounds if target_generality else 0,
+                             limits=current_limits().to_dict())
+    if backend_instance is not None:
+        model_id = model_identity(stand_in=f"{backend_instance.name}:{backend_instance.model_id}")
+    else:
+        # The weights are hashed without loading them (the default transformers/vllm model is the
+        # embedded one, converted from its GGUF file).
+        model_id = model_identity(Path(model) if model else find_embedded_gguf())
 
     def make_generalizer() -> Generalizer:
         engine = backend_instance or load_backend(backend, model, **(backend_options or {}))
         return Generalizer(engine, spec, fallback=chain, batch_size=batch_size, max_input_chars=max_input_chars,
                            scorer=scorer, target_generality=target_generality, rounds=rounds)
 
-    return run_stage(in_dir, out_dir, settings=settings, make_generalizer=make_generalizer, scorer=scorer,
-                     rank=info.rank, world_size=info.world_size, strict=strict, overwrite=overwrite,
+    return run_stage(in_dir, out_dir, settings=settings, make_generalizer=make_generalizer, model_id=model_id,
+                     scorer=scorer, rank=info.rank, world_size=info.world_size, strict=strict, overwrite=overwrite,
                      command=command, progress=progress)
