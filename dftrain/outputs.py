@@ -27,7 +27,7 @@ import json
 import logging
 import os
 import socket
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
 from dataclasses import dataclass
 from datetime import datetime, timezone
@@ -193,14 +193,30 @@ def disk_errors(folder: str | os.PathLike | None = None) -> Iterator[None]:
         raise OutputError(message) from exc
 
 
+def mark_output(folder: str | os.PathLike, stage: str, *, overwrite: bool = False) -> Path:
+    """Check and create an output folder and mark it as `stage`'s, without a lock (for a folder whose
+    writers coordinate finer-grained locks themselves, e.g. `dftrain reproduce`)."""
+    folder = Path(folder)
+    with disk_errors(folder):
+        check_output_folder(folder, stage, overwrite=overwrite)
+        folder.mkdir(parents=True, exist_ok=True)
+        if overwrite or read_marker(folder) is None:
+            write_marker(folder, stage)
+    return folder
+
+
+TempFiles = Iterable[str] | Callable[[Path], Iterable[Path]]
+
+
 @contextmanager
 def claim_output(folder: str | os.PathLike, stage: str, *, overwrite: bool = False, scope: str | None = None,
-                 temp_patterns: Iterable[str] | None = None) -> Iterator[OutputClaim]:
+                 temp_patterns: TempFiles | None = None) -> Iterator[OutputClaim]:
     """Check, create and lock an output folder for the duration of the block (see the module docstring).
 
     scope: one lock per scope (e.g. "rank3") for stages whose ranks write one folder together.
-    temp_patterns: temporary files of this writer to remove when the lock is taken (a dead run's);
-    default: every dftrain temporary name for an unscoped claim, none for a scoped one.
+    temp_patterns: this writer's temporary files, removed when the lock is taken (a dead run's):
+    globs relative to the folder, or a function folder -> paths; default: every dftrain temporary
+    name for an unscoped claim, none for a scoped one.
     """
     folder = Path(folder)
     if temp_patterns is None:
@@ -214,7 +230,13 @@ def claim_output(folder: str | os.PathLike, stage: str, *, overwrite: bool = Fal
             claim = OutputClaim(folder, stage, lock_path)
             if previous:
                 claim.inherited = _describe_holder(previous)
-            claim.removed = tuple(remove_temp_files(folder, temp_patterns))
+            if callable(temp_patterns):
+                leftovers = [p for p in temp_patterns(folder) if p.is_file()]
+                for path in leftovers:
+                    path.unlink(missing_ok=True)
+                claim.removed = tuple(leftovers)
+            else:
+                claim.removed = tuple(remove_temp_files(folder, temp_patterns))
             if claim.removed:
                 log.warning("removed %d temporary file(s) of an interrupted run in %s%s", len(claim.removed), folder,
                             f" ({claim.inherited})" if claim.inherited else "")

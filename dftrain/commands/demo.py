@@ -4,6 +4,8 @@ from pathlib import Path
 
 import typer
 
+from dftrain.commands import Overwrite
+
 app = typer.Typer()
 
 
@@ -13,17 +15,19 @@ def demo(
     profile: str = typer.Option("default", help="Size: 'default' (~15 min on 2 cores) or 'ci' (minimal)."),
     ranks: int = typer.Option(2, help="DeepSpeed ranks (CPU processes) per training run."),
     deepspeed: str = typer.Option(None, help="DeepSpeed config for training (default ds_configs/zero2.json)."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Synthetic data -> generalize -> score -> train 3 variants -> generate -> evaluate -> compare."""
     from rich.console import Console
 
     from dftrain.demo import build_stages, write_report
+    from dftrain.outputs import claim_output
     from dftrain.stages import run_stages, summary_table
 
     console = Console(stderr=True)
-    out.mkdir(parents=True, exist_ok=True)
     stages = build_stages(out, profile=profile, ranks=ranks, zero_config=deepspeed)
-    results = run_stages(out, stages, console=console)
-    report = write_report(out)
+    with claim_output(out, "demo", overwrite=overwrite):
+        results = run_stages(out, stages, console=console)
+        report = write_report(out)
     console.print(summary_table(results))
     console.print(f"report: {report}")

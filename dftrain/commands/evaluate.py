@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from dftrain.commands import Overwrite
+
 app = typer.Typer()
 
 
@@ -31,6 +33,7 @@ def evaluate(
     device: str | None = typer.Option(None, help="Torch device for sscd/dino/clip/inception (default cuda if present)."),
     grid_size: int = typer.Option(8, help="Most-copied generations shown in the grid."),
     seed: int = typer.Option(0, help="Seed for the background sample."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Match every generation to its nearest training image and write the replication report."""
     import logging
@@ -44,7 +47,8 @@ def evaluate(
     options = EvaluateOptions(
         descriptor=descriptor, weights=weights, threshold=threshold, inception=inception, search=search,
         ivf=IVFParams(nlist=nlist, nprobe=nprobe, pq_m=pq_m), bg_sample=bg_sample, cache_dir=cache_dir,
-        use_cache=not no_cache, grid_size=grid_size, seed=seed, sscd_norm=sscd_norm, device=device)
+        use_cache=not no_cache, grid_size=grid_size, seed=seed, sscd_norm=sscd_norm, device=device,
+        overwrite=overwrite)
     report = run_evaluate(generations, train_shards, out, options)
     typer.echo(
         f"{report['n_generations']} generations vs {report['n_train']} training images ({report['descriptor']}): "

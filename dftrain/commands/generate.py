@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from dftrain.commands import Overwrite
+
 app = typer.Typer()
 
 
@@ -25,6 +27,7 @@ def generate(
     dtype: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),
     rank: int | None = typer.Option(None, help="This process's rank (default RANK / SLURM_PROCID / 0)."),
     world_size: int | None = typer.Option(None, help="Number of ranks (default WORLD_SIZE / SLURM_NTASKS / 1)."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Generate images for training captions; rerun with the same arguments to resume."""
     import logging
@@ -35,7 +38,8 @@ def generate(
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     summary = run_generate(model, shards, out, GenerateOptions(
         num_prompts=num_prompts, per_prompt=per_prompt, steps=steps, guidance=guidance, seed=seed,
-        resolution=resolution, batch_size=batch_size, device=device, dtype=dtype, rank=rank, world_size=world_size))
+        resolution=resolution, batch_size=batch_size, device=device, dtype=dtype, rank=rank, world_size=world_size,
+        overwrite=overwrite))
     state = "complete" if summary["complete"] else "partial (other ranks still running, or rerun to finish)"
     typer.echo(f"rank {summary['rank']}/{summary['world_size']}: generated {summary['generated']}, "
                f"{summary['already_done']} already there; {out / 'prompts.jsonl'} lists {summary['merged']} of "

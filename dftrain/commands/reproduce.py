@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from dftrain.commands import Overwrite
+
 app = typer.Typer()
 
 
@@ -21,6 +23,7 @@ def reproduce(
     parallel: int = typer.Option(None, min=1, help="(variant, seed) runs at a time (overrides run.parallel)."),
     check: bool = typer.Option(False, "--check", help="Validate the experiment and print the plan; run nothing."),
     report_only: bool = typer.Option(False, "--report-only", help="Only (re)write the report from what finished."),
+    overwrite: Overwrite = False,
 ) -> None:
     """Train every variant for several seeds on data built to be memorized; report replication and fit."""
     from rich.console import Console
@@ -47,7 +50,9 @@ def reproduce(
         typer.echo(f"report: {write_report(experiment, plan.layout)}")
         return
     check_inputs(experiment)
-    out.mkdir(parents=True, exist_ok=True)
+    from dftrain.outputs import mark_output
+
+    mark_output(out, "reproduce", overwrite=overwrite)  # its stages lock themselves (several may run at once)
     console.print(f"reproduce {experiment.name} ({experiment.profile}): {len(experiment.variants)} variants x "
                   f"{len(experiment.seeds)} seeds, {experiment.run['parallel']} at a time -> {out}")
     outcome = run_plan(plan, experiment, console=console)

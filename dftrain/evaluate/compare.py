@@ -108,7 +108,8 @@ def run_name(path: Path, taken: set[str]) -> str:
     return name if name not in taken else str(path)
 
 
-def compare(run_dirs: list[str | Path], baseline: str | Path, out_dir: str | Path | None = None) -> tuple[str, str]:
+def compare(run_dirs: list[str | Path], baseline: str | Path, out_dir: str | Path | None = None, *,
+            overwrite: bool = False) -> tuple[str, str]:
     """Markdown and CSV tables; written to out_dir/compare.md and compare.csv when out_dir is given."""
     paths = [Path(p) for p in run_dirs]
     base_path = Path(baseline)
@@ -123,8 +124,10 @@ def compare(run_dirs: list[str | Path], baseline: str | Path, out_dir: str | Pat
     rows = compare_reports(reports, names[base_path.resolve()])
     md, table = markdown_table(rows, names[base_path.resolve()]), csv_table(rows)
     if out_dir is not None:
+        from dftrain.outputs import claim_output
+
         out = Path(out_dir)
-        out.mkdir(parents=True, exist_ok=True)
-        (out / "compare.md").write_text(md, encoding="utf-8")
-        (out / "compare.csv").write_text(table, encoding="utf-8")
+        with claim_output(out, "compare", overwrite=overwrite):
+            (out / "compare.md").write_text(md, encoding="utf-8")
+            (out / "compare.csv").write_text(table, encoding="utf-8")
     return md, table

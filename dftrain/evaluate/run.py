@@ -61,6 +61,7 @@ class EvaluateOptions:
     seed: int = 0
     sscd_norm: str = "paper"
     device: str | None = None
+    overwrite: bool = False  # write into a folder dftrain did not make (dftrain/outputs.py)
 
 
 def _stem(options: EvaluateOptions, kind: str, source: Path, cache_id: str) -> Path | None:
@@ -140,10 +141,12 @@ def _fid(gen_dir, gens, train_dir, options) -> tuple[float | None, str | None]:
 
 def evaluate(gen_dir: str | Path, train_dir: str | Path, out_dir: str | Path,
              options: EvaluateOptions | None = None) -> dict:
+    from dftrain.outputs import check_output_folder, claim_output
     from dftrain.shards import SkipStats
 
     options = options or EvaluateOptions()
     gen_dir, train_dir, out_dir = Path(gen_dir), Path(train_dir), Path(out_dir)
+    check_output_folder(out_dir, "evaluate", overwrite=options.overwrite)  # before any descriptor runs
     gens = load_generations(gen_dir)
     descriptor = get_descriptor(options.descriptor, options.weights, sscd_norm=options.sscd_norm,
                                 device=options.device)
@@ -213,7 +216,14 @@ def evaluate(gen_dir: str | Path, train_dir: str | Path, out_dir: str | Path,
     report["cache"] = {"train_reused": train.reused, "train_computed": train.computed,
                        "gen_reused": gen.reused, "gen_computed": gen.computed}
 
-    out_dir.mkdir(parents=True, exist_ok=True)
+    with claim_output(out_dir, "evaluate", overwrite=options.overwrite):
+        _write_outputs(out_dir, report, kept, best_keys, best_sims, bg_sims, threshold, descriptor, gen_dir,
+                       train_dir, options)
+    return report
+
+
+def _write_outputs(out_dir, report, kept, best_keys, best_sims, bg_sims, threshold, descriptor, gen_dir, train_dir,
+                   options) -> None:
     matches = [
         {"file": g.file, "best_key": k, "best_sim": float(s),
          "own": None if g.train_key is None else k == g.train_key, "train_key": g.train_key, "prompt": g.prompt}
@@ -228,4 +238,3 @@ def evaluate(gen_dir: str | Path, train_dir: str | Path, out_dir: str | Path,
         (decode_image((gen_dir / m["file"]).read_bytes()), train_imgs.get(m["best_key"]),
          f"sim {m['best_sim']:.3f}  train {m['best_key']}") for m in top])
     (out_dir / "report.md").write_text(report_markdown(report, top), encoding="utf-8")
-    return report
