@@ -7,7 +7,9 @@ Every stage that writes a folder wraps the write in `claim_output`:
 
 - Ownership: a folder dftrain made holds `.dftrain-output.json` naming the stage that made it.
   An existing folder that is not empty and has no marker (someone's data), or whose marker names
-  another stage, is refused unless `overwrite=True`: nothing in it is touched.
+  another stage, is refused unless `overwrite=True`: nothing in it is touched. (A folder an earlier
+  dftrain wrote before markers existed, recognised by its dftrain manifest or its stage records,
+  counts as dftrain's.)
 - One writer: `.dftrain-lock` (`.dftrain-lock.<scope>` for stages whose ranks share a folder,
   one scope per rank) is held with flock(2) for the whole write, so a second process writing the
   same output stops with one line instead of deleting the first one's files. A clean exit
@@ -92,7 +94,7 @@ def check_output_folder(folder: str | os.PathLike, stage: str, *, overwrite: boo
     if overwrite:
         return
     if marker is None:
-        if _entries(folder):
+        if _entries(folder) and not _made_by_older_dftrain(folder):
             raise OutputError(
                 f"{folder} already holds files that dftrain did not write (no {MARKER_NAME}); "
                 "choose an empty or new folder, or pass --overwrite to let dftrain replace its files")
@@ -102,6 +104,18 @@ def check_output_folder(folder: str | os.PathLike, stage: str, *, overwrite: boo
         raise OutputError(
             f"{folder} was made by `dftrain {made_by}`, not `dftrain {stage}`; "
             "choose another folder, or pass --overwrite")
+
+
+def _made_by_older_dftrain(folder: Path) -> bool:
+    """A folder an earlier dftrain wrote before markers existed: a dftrain manifest, or a run's stage records."""
+    if (folder / ".stages").is_dir():
+        return True
+    try:
+        manifest = json.loads((folder / "manifest.json").read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, ValueError):
+        return False
+    return isinstance(manifest, dict) and "schema_version" in manifest and \
+        str(manifest.get("command", "")).startswith("dftrain")
 
 
 def write_marker(folder: Path, stage: str) -> None:

@@ -110,3 +110,17 @@ def test_other_os_errors_pass_through(tmp_path):
     with pytest.raises(FileNotFoundError):
         with disk_errors(tmp_path):
             open(tmp_path / "missing")
+
+
+def test_folder_an_earlier_dftrain_wrote_counts_as_ours(tmp_path):
+    legacy = tmp_path / "old-shards"
+    legacy.mkdir()
+    (legacy / "manifest.json").write_text(json.dumps({"schema_version": 1, "command": "dftrain shard build ..."}))
+    with claim_output(legacy, "shard build"):
+        pass
+    foreign = tmp_path / "foreign"
+    foreign.mkdir()
+    (foreign / "manifest.json").write_text(json.dumps({"schema_version": 1, "command": "img2dataset"}))
+    with pytest.raises(OutputError):
+        with claim_output(foreign, "shard build"):
+            pass

@@ -163,3 +163,27 @@ def test_global_options_reach_every_command(tmp_path):
                             str(tmp_path)], capture_output=True, text=True)
     assert small.returncode == 1
     assert "sample 000000000: image too large (24x24 = 576 pixels > max_pixels 100)" in small.stdout
+
+
+def test_header_size_agrees_with_pil_and_falls_back_for_other_formats():
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    from dftrain.shards.limits import header_size
+
+    def encoded(fmt, **options):
+        buffer = io.BytesIO()
+        Image.fromarray(np.zeros((33, 47, 3), np.uint8)).save(buffer, fmt, **options)
+        return buffer.getvalue()
+
+    for data in (encoded("JPEG"), encoded("JPEG", progressive=True), encoded("JPEG", exif=Image.Exif().tobytes()),
+                 encoded("PNG"), jpeg_claiming(13000, 9000)):
+        with Image.open(io.BytesIO(data)) as img:
+            assert header_size(data) == img.size
+    assert header_size(encoded("WEBP")) is None  # PIL reads it
+    assert Limits().check_image_header(encoded("WEBP")) == (47, 33)
+    assert header_size(b"\xff\xd8\xff\xda garbage") is None
+    with pytest.raises(Exception, match="undecodable image"):
+        Limits().check_image_header(b"not an image at all")

@@ -100,9 +100,17 @@ class Limits:
         return img
 
     def check_image_header(self, data: bytes) -> tuple[int, int]:
-        """(width, height) from the header; SampleProblem when not an image or too large. Decodes nothing."""
-        with self.open_image(data) as img:
-            return img.size
+        """(width, height) from the header; SampleProblem when not an image or too large. Decodes nothing.
+
+        JPEG and PNG headers are read directly (PIL's open costs as much as decoding a 64-px JPEG);
+        other formats, and headers this parser does not follow, go through PIL.
+        """
+        size = header_size(data)
+        if size is None:
+            with self.open_image(data) as img:
+                return img.size
+        self.check_pixels(*size)
+        return size
 
     def decode_image(self, data: bytes):
         """Fully decoded PIL RGB image, refused from its header when too large."""
@@ -123,3 +131,41 @@ class Limits:
 def current_limits() -> Limits:
     """The limits of this process (defaults unless DFTRAIN_MAX_* say otherwise)."""
     return Limits.from_env()
+
+
+_PNG_SIGNATURE = b"\x89PNG\r\n\x1a\n"
+# JPEG start-of-frame markers (baseline, progressive, lossless, arithmetic), which carry the size.
+_JPEG_SOF = frozenset({0xC0, 0xC1, 0xC2, 0xC3, 0xC5, 0xC6, 0xC7, 0xC9, 0xCA, 0xCB, 0xCD, 0xCE, 0xCF})
+_JPEG_STANDALONE = frozenset({0x01, *range(0xD0, 0xD9)})  # markers without a length field
+
+
+def header_size(data: bytes) -> tuple[int, int] | None:
+    """(width, height) of a JPEG (its frame header) or PNG (IHDR) without PIL; None when not found."""
+    if data[:8] == _PNG_SIGNATURE and data[12:16] == b"IHDR" and len(data) >= 24:
+        return int.from_bytes(data[16:20], "big"), int.from_bytes(data[20:24], "big")
+    if data[:2] != b"\xff\xd8":
+        return None
+    pos, end = 2, len(data)
+    while pos + 4 <= end:
+        if data[pos] != 0xFF:
+            return None
+        marker = data[pos + 1]
+        if marker == 0xFF:  # fill byte
+            pos += 1
+            continue
+        if marker in _JPEG_STANDALONE:
+            pos += 2
+            continue
+        if marker == 0xDA or marker == 0xD9:  # scan or end before any frame header
+            return None
+        length = int.from_bytes(data[pos + 2:pos + 4], "big")
+        if marker in _JPEG_SOF:
+            if pos + 9 > end:
+                return None
+            height = int.from_bytes(data[pos + 5:pos + 7], "big")
+            width = int.from_bytes(data[pos + 7:pos + 9], "big")
+            return (width, height) if width and height else None  # height 0: defined later (DNL)
+        if length < 2:
+            return None
+        pos += 2 + length
+    return None
