@@ -84,19 +84,26 @@ class Limits:
         """PIL image with only its header read, after the pixel check (the caller loads it)."""
         from PIL import Image
 
+        size = header_size(data)
+        if size is not None:
+            self.check_pixels(*size)  # before PIL sees it: no bomb warning for what we refuse anyway
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we refuse it ourselves
+            if size is None or self.max_pixels > Image.MAX_IMAGE_PIXELS:
+                with warnings.catch_warnings():
+                    warnings.simplefilter("ignore", Image.DecompressionBombWarning)  # we decide ourselves
+                    img = Image.open(io.BytesIO(data))
+            else:
                 img = Image.open(io.BytesIO(data))
         except Image.DecompressionBombError as exc:
             raise SampleProblem("image too large", str(exc)) from None
         except Exception as exc:  # PIL raises many types (OSError, SyntaxError, ValueError, ...)
             raise SampleProblem("undecodable image", f"{type(exc).__name__}: {exc}") from None
-        try:
-            self.check_pixels(*img.size)
-        except SampleProblem:
-            img.close()
-            raise
+        if size is None:
+            try:
+                self.check_pixels(*img.size)
+            except SampleProblem:
+                img.close()
+                raise
         return img
 
     def check_image_header(self, data: bytes) -> tuple[int, int]:
@@ -114,14 +121,10 @@ class Limits:
 
     def decode_image(self, data: bytes):
         """Fully decoded PIL RGB image, refused from its header when too large."""
-        from PIL import Image
-
         img = self.open_image(data)
         try:
-            with warnings.catch_warnings():
-                warnings.simplefilter("ignore", Image.DecompressionBombWarning)
-                img.load()
-                return img.convert("RGB")
+            img.load()
+            return img.convert("RGB")
         except Exception as exc:  # truncated or corrupt data past the header
             raise SampleProblem("undecodable image", f"{type(exc).__name__}: {exc}") from None
         finally:
