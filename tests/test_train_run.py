@@ -114,3 +114,25 @@ def test_precompute_rerun_skips_finished_shards_and_redoes_changed_ones(assets, 
         result = precompute(assets["model"], assets["shards"], tmp_path / "lat", flip=False, batch_size=8, rank=0, world_size=1)
     assert "already done" not in caplog.text and result["train"]["samples"] == first.total_samples
     assert Manifest.load(tmp_path / "lat").extra["flip"] is False
+
+
+def test_generation_defaults_to_the_training_resolution(assets, tmp_path, monkeypatch):
+    """A model whose UNet is native at 64 px, trained at 32 px, is sampled at 32 px by default."""
+    import json
+
+    from dftrain.evaluate.generate import GenerateOptions, generate
+    from dftrain.model import build_tiny_pipeline
+
+    native64 = build_tiny_pipeline(tmp_path / "model64", resolution=64, vae_steps=0)
+    in_process_env(monkeypatch)
+    summary = train(quick_config({**assets, "model": native64}, tmp_path / "run", steps=2, resolution=32, fusion="none"))
+    info = json.loads((tmp_path / "run" / "pipeline" / "dftrain_export.json").read_text())
+    assert info["resolution"] == 32
+    generate(summary["pipeline"], assets["shards"], tmp_path / "gen", GenerateOptions(num_prompts=1, steps=1))
+    from PIL import Image
+
+    assert Image.open(next((tmp_path / "gen").glob("*.png"))).size == (32, 32)
+    # an explicit --resolution still wins
+    generate(summary["pipeline"], assets["shards"], tmp_path / "gen48",
+             GenerateOptions(num_prompts=1, steps=1, resolution=48))
+    assert Image.open(next((tmp_path / "gen48").glob("*.png"))).size == (48, 48)

@@ -21,7 +21,7 @@ def generate(
     steps: int = typer.Option(50, help="Denoising steps."),
     guidance: float = typer.Option(7.5, help="Classifier-free guidance scale."),
     seed: int = typer.Option(0, help="Seed of the prompt sample and of every image."),
-    resolution: int | None = typer.Option(None, help="Image size (default: the pipeline's)."),
+    resolution: int | None = typer.Option(None, help="Image size (default: the resolution it was trained at, from dftrain_export.json; else the pipeline's native size)."),
     batch_size: int = typer.Option(4, help="Prompts per pipeline call."),
     device: str | None = typer.Option(None, help="Torch device (default cuda when available)."),
     dtype: str = typer.Option("auto", help="auto (fp16 on CUDA, fp32 on CPU), fp32, fp16 or bf16."),

@@ -38,7 +38,7 @@ class GenerateOptions:
     steps: int = 50
     guidance: float = 7.5
     seed: int = 0
-    resolution: int | None = None  # None: the pipeline's native size
+    resolution: int | None = None  # None: the resolution it was trained at (see trained_resolution)
     batch_size: int = 4
     device: str | None = None  # None: cuda when available
     dtype: str = "auto"  # auto | fp32 | fp16 | bf16
@@ -172,6 +172,18 @@ def load_pipeline(model_dir: str | Path, device: str, dtype: str):
     return pipe
 
 
+def trained_resolution(model_dir: str | Path) -> int | None:
+    """The resolution a `dftrain export`ed pipeline was trained at (None for other folders)."""
+    from dftrain.train.export import EXPORT_INFO
+
+    path = Path(model_dir) / EXPORT_INFO
+    try:
+        value = json.loads(path.read_text(encoding="utf-8")).get("resolution")
+    except (OSError, ValueError, AttributeError):
+        return None
+    return int(value) if isinstance(value, int | float) and value > 0 else None
+
+
 def _save_atomic(image, path: Path) -> None:
     tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
     image.save(tmp, format="PNG")
@@ -224,7 +236,8 @@ def _generate_claimed(model_dir, shards_dir, out_dir: Path, options: GenerateOpt
     if todo:
         device = options.device or ("cuda" if torch.cuda.is_available() else "cpu")
         pipe = load_pipeline(model_dir, device, options.dtype)
-        size = options.resolution or pipe.unet.config.sample_size * pipe.vae_scale_factor
+        size = (options.resolution or trained_resolution(model_dir)
+                or pipe.unet.config.sample_size * pipe.vae_scale_factor)
         log.info("rank %d/%d: %d images to generate (%d already there), %dx%d, %d steps, guidance %g on %s",
                  info.rank, info.world_size, len(todo), summary["already_done"], size, size, options.steps,
                  options.guidance, device)

@@ -18,8 +18,11 @@ import torch
 
 from dftrain.errors import DftrainError
 from dftrain.train import checkpoint as ckpt
+from dftrain.train.models import default_resolution
 
 log = logging.getLogger("dftrain.train")
+
+EXPORT_INFO = "dftrain_export.json"  # beside model_index.json: checkpoint, step, EMA, training resolution
 
 
 def consolidated_unet_state(ckpt_dir: Path, tag: str, zero_stage: int) -> dict[str, torch.Tensor]:
@@ -99,8 +102,12 @@ def export_pipeline(
             shutil.copy2(entry, tmp / entry.name)
     unet.save_pretrained(str(tmp / "unet"), safe_serialization=True)
     set_prediction_type(tmp, meta.get("config", {}).get("prediction_type"))
-    (tmp / "dftrain_export.json").write_text(
-        json.dumps({"checkpoint": str(ckpt_dir / tag), "ema": use_ema, "step": meta["step"]}, indent=2),
+    # The resolution it trained at (generate samples at it by default); None in the config: the UNet's native size.
+    vae_blocks = json.loads((model / "vae" / "config.json").read_text(encoding="utf-8"))["block_out_channels"]
+    resolution = meta.get("config", {}).get("resolution") or default_resolution(unet, 2 ** (len(vae_blocks) - 1))
+    (tmp / EXPORT_INFO).write_text(
+        json.dumps({"checkpoint": str(ckpt_dir / tag), "ema": use_ema, "step": meta["step"],
+                    "resolution": resolution}, indent=2),
         encoding="utf-8",
     )
     if out.exists():
