@@ -100,21 +100,34 @@ def synthetic(
     out: Path = typer.Option(..., "--out", help="Output folder: OUT/train and OUT/objects."),
     n: int = typer.Option(300, "--n", min=1, help="Number of training images."),
     size: int = typer.Option(64, "--size", min=8, help="Image side in pixels."),
-    dup_fraction: float = typer.Option(0.1, "--dup-fraction", min=0.0, max=1.0,
-                                       help="Fraction of images repeated several times, as in web data."),
+    dup_fraction: float | None = typer.Option(None, "--dup-fraction", min=0.0, max=1.0,
+                                              help="Fraction of images repeated several times, as in web data "
+                                                   "(default 0.1; not with --dup-images)."),
     seed: int = typer.Option(0, "--seed", help="Random seed (the dataset is deterministic for a seed)."),
     samples_per_shard: int = typer.Option(100, "--samples-per-shard", min=1, help="Samples per tar."),
     objects_per_class: int = typer.Option(20, "--objects-per-class", min=1, help="Object-bank images per class."),
+    dup_images: int | None = typer.Option(
+        None, "--dup-images", min=0, help="Memorization regime: compositional scenes, --n of them unique, this many "
+        "of those repeated --dup-factor times with their caption (see docs/synthetic.md)."),
+    dup_factor: int = typer.Option(25, "--dup-factor", min=2, help="Regime: copies of each duplicated image."),
+    heldout: int = typer.Option(200, "--heldout", min=0, help="Regime: unseen scenes in OUT/heldout (fit measure)."),
     overwrite: Overwrite = False,
 ) -> None:
     """The embedded synthetic dataset: specific captions, duplicated images, and an object bank."""
+    from dftrain.errors import ConfigError
     from dftrain.shards.manifest import Manifest
-    from dftrain.synthetic import write_synthetic
+    from dftrain.synthetic import write_regime, write_synthetic
 
     _setup_logging()
-    write_synthetic(out, n=n, size=size, dup_fraction=dup_fraction, seed=seed, samples_per_shard=samples_per_shard,
-                    objects_per_class=objects_per_class, overwrite=overwrite)
-    for part in ("train", "objects"):
+    if dup_images is None:
+        write_synthetic(out, n=n, size=size, dup_fraction=0.1 if dup_fraction is None else dup_fraction, seed=seed,
+                        samples_per_shard=samples_per_shard, objects_per_class=objects_per_class, overwrite=overwrite)
+    elif dup_fraction is not None:
+        raise ConfigError("--dup-fraction is for the plain synthetic set; with --dup-images use --dup-factor")
+    else:
+        write_regime(out, n=n, dup_images=dup_images, dup_factor=dup_factor, heldout=heldout, size=size, seed=seed,
+                     samples_per_shard=samples_per_shard, objects_per_class=objects_per_class, overwrite=overwrite)
+    for part in ("train", "heldout", "objects"):
         folder = out / part
         if (folder / "manifest.json").is_file():
             manifest = Manifest.load(folder)

@@ -223,9 +223,6 @@ def write_synthetic(
     shard files present) is left alone; otherwise it is rewritten, and the deterministic tars
     come out byte-identical.
     """
-    from dftrain.outputs import claim_output
-    from dftrain.shards import ShardWriter
-
     out_dir = Path(out_dir)
     if command is None:
         command = (
@@ -239,6 +236,15 @@ def write_synthetic(
         "objects": ({**common, "objects_per_class": objects_per_class, "classes": OBJECT_CLASS_NAMES},
                     lambda: synthetic_object_samples(objects_per_class, size, seed)),
     }
+    return _write_sets(out_dir, jobs, samples_per_shard, command, overwrite)
+
+
+def _write_sets(out_dir: Path, jobs: dict, samples_per_shard: int, command: str,
+                overwrite: bool) -> dict[str, Path]:
+    """Write out_dir/<kind> for each job {kind: (manifest extra, samples factory)}, skipping finished ones."""
+    from dftrain.outputs import claim_output
+    from dftrain.shards import ShardWriter
+
     paths = {}
     with claim_output(out_dir, "shard synthetic", overwrite=overwrite):
         for kind, (extra, samples) in jobs.items():
@@ -248,9 +254,52 @@ def write_synthetic(
             if _already_written(folder, extra):
                 log.info("%s already holds this synthetic %s set; left as is", folder, kind)
                 continue
-            with ShardWriter(folder, samples_per_shard=samples_per_shard, kind=kind, command=command,
+            writer_kind = "train" if kind == "heldout" else kind
+            with ShardWriter(folder, samples_per_shard=samples_per_shard, kind=writer_kind, command=command,
                              extra=extra) as writer:
                 for sample in samples():
                     writer.write(sample)
             log.info("wrote %d %s samples to %s", writer.samples_written, kind, folder)
     return paths
+
+
+def write_regime(
+    out_dir: str | os.PathLike,
+    n: int = 800,
+    dup_images: int = 20,
+    dup_factor: int = 25,
+    heldout: int = 200,
+    size: int = 32,
+    seed: int = 0,
+    samples_per_shard: int = 100,
+    objects_per_class: int = 20,
+    command: str | None = None,
+    overwrite: bool = False,
+) -> dict[str, Path]:
+    """The memorization regime (dftrain.synthetic.regime): out_dir/train, out_dir/heldout (when
+    heldout > 0) and out_dir/objects; idempotent like write_synthetic."""
+    from dftrain.synthetic.regime import (
+        REGIME_VERSION,
+        check_regime,
+        regime_heldout_samples,
+        regime_train_samples,
+    )
+
+    _check_size(size)
+    check_regime(n, dup_images, dup_factor, heldout)
+    out_dir = Path(out_dir)
+    if command is None:
+        command = (f"dftrain shard synthetic --out {out_dir} --n {n} --dup-images {dup_images} --dup-factor "
+                   f"{dup_factor} --heldout {heldout} --size {size} --seed {seed} --samples-per-shard "
+                   f"{samples_per_shard} --objects-per-class {objects_per_class}")
+    common = {"generator": "dftrain.synthetic.regime", "generator_version": REGIME_VERSION, "seed": seed, "size": size}
+    jobs = {
+        "train": ({**common, "n": n, "dup_images": dup_images, "dup_factor": dup_factor},
+                  lambda: regime_train_samples(n, dup_images, dup_factor, size, seed)),
+        "objects": ({**common, "generator": "dftrain.synthetic", "generator_version": GENERATOR_VERSION,
+                     "objects_per_class": objects_per_class, "classes": OBJECT_CLASS_NAMES},
+                    lambda: synthetic_object_samples(objects_per_class, size, seed)),
+    }
+    if heldout:
+        jobs["heldout"] = ({**common, "n": heldout, "heldout": True}, lambda: regime_heldout_samples(heldout, size, seed))
+    return _write_sets(out_dir, jobs, samples_per_shard, command, overwrite)
