@@ -10,6 +10,7 @@ import json
 import os
 from pathlib import Path
 
+from dftrain.evaluate.groups import train_groups
 from dftrain.reproduce import Layout
 from dftrain.reproduce_config import Experiment
 from dftrain.reproduce_stats import final_loss, mean_std, own_group_match, paired_comparison
@@ -53,19 +54,6 @@ def _read_jsonl(path: Path) -> list[dict]:
     except OSError:
         return []
     return rows
-
-
-def train_groups(train_dir: Path) -> dict[str, object]:
-    """Training key -> duplicate group (json "group"; a key without one is its own group)."""
-    from dftrain.shards import iter_samples
-
-    if not (train_dir / "manifest.json").is_file():
-        return {}
-    groups = {}
-    for sample in iter_samples(train_dir, decode=False, require=()):
-        meta = sample.get("json") or {}
-        groups[sample["__key__"]] = meta.get("group", f"key:{sample['__key__']}")
-    return groups
 
 
 def dataset_summary(layout: Layout, groups: dict[str, object]) -> dict:

@@ -52,28 +52,10 @@ def paired_comparison(baseline: Mapping[int, float | None], variant: Mapping[int
 
 
 def own_group_match(matches: Sequence[Mapping], group_of: Mapping[str, object]) -> dict:
-    """Duplicate-aware own-caption match: the nearest training image of a generation is (a copy of)
-    the image whose caption prompted it.
+    """Duplicate-aware own-caption match of matches.jsonl rows (dftrain.evaluate.metrics.own_group_match)."""
+    from dftrain.evaluate.metrics import own_group_match as by_keys
 
-    With duplicated training images the exact-key match is a coin toss among identical copies, so
-    keys are compared by duplicate group. `chance` is the rate a random nearest neighbour would get:
-    the mean over generations of (copies of the prompt's image) / (training images).
-    """
-    sizes: dict[object, int] = {}
-    for group in group_of.values():
-        sizes[group] = sizes.get(group, 0) + 1
-    n_train = len(group_of)
-    hits, chance, counted = 0, 0.0, 0
-    for row in matches:
-        own, best = row.get("train_key"), row.get("best_key")
-        if own is None or own not in group_of:
-            continue
-        counted += 1
-        hits += int(best in group_of and group_of[best] == group_of[own])
-        chance += sizes[group_of[own]] / n_train
-    if not counted:
-        return {"rate": None, "chance": None, "n": 0}
-    return {"rate": hits / counted, "chance": chance / counted, "n": counted}
+    return by_keys([row.get("best_key") for row in matches], [row.get("train_key") for row in matches], group_of)
 
 
 def final_loss(history: Sequence[Mapping], tail_fraction: float = 0.1, min_points: int = 3) -> float | None:

@@ -86,6 +86,35 @@ def test_own_match_rate_counts_only_known_keys():
     assert metrics.own_match_rate(["a"], [None]) is None
 
 
+# Training set: image A has 3 copies (a1-a3), B 2 (b1, b2), C and D one each.
+GROUPS = {"a1": "A", "a2": "A", "a3": "A", "b1": "B", "b2": "B", "c": "C", "d": "D"}
+
+
+def test_own_group_match_compares_duplicate_groups():
+    best = ["a3", "b1", "c", "a1", "c"]
+    own = ["a1", "b2", "d", None, "zz"]  # a hit by copy, a hit by copy, a miss; unknown keys not counted
+    result = metrics.own_group_match(best, own, GROUPS)
+    assert result["n"] == 3 and result["rate"] == pytest.approx(2 / 3)
+    assert result["chance"] == pytest.approx((3 / 7 + 2 / 7 + 1 / 7) / 3)
+    assert metrics.own_group_match(["a1"], [None], GROUPS) == {"rate": None, "chance": None, "n": 0}
+
+
+def test_duplicate_split_separates_duplicated_from_unique_prompts():
+    sims = np.array([0.9, 0.8, 0.3, 0.6, 0.2, 0.4])
+    best = ["a2", "b1", "a1", "d", "a1", "x"]
+    own = ["a1", "b2", "c", "d", "c", None]
+    split = metrics.duplicate_split(sims, best, own, GROUPS, threshold=0.7)
+    dup, uni = split["duplicated"], split["unique"]
+    assert dup["n"] == 2 and uni["n"] == 3  # the generation without a key is left out
+    assert dup["sim_mean"] == pytest.approx(0.85) and dup["sim_p95"] == pytest.approx(np.percentile([0.9, 0.8], 95))
+    assert dup["frac_above_0_5"] == 1.0 and dup["frac_above_threshold"] == 1.0 and dup["own_group_match"] == 1.0
+    assert uni["sim_mean"] == pytest.approx(np.mean([0.3, 0.6, 0.2]))
+    assert uni["frac_above_0_5"] == pytest.approx(1 / 3) and uni["frac_above_threshold"] == 0.0
+    assert uni["own_group_match"] == pytest.approx(1 / 3)  # only d found itself
+    empty = metrics.duplicate_split(sims[:1], best[:1], own[:1], GROUPS, 0.7)["unique"]
+    assert empty["n"] == 0 and empty["sim_p95"] is None
+
+
 def test_diversity_matches_pairwise_loop():
     x = unit_rows(9, 6, 8)
     groups = ["p", "p", "p", "q", "q", "r", None, None, "s"]

@@ -219,3 +219,26 @@ def test_evaluate_cli(planted, tmp_path):
     report = json.loads((tmp_path / "o" / "report.json").read_text())
     assert report["search"] == "ivf" and report["threshold"] == 0.5
     assert "sim_p95" in result.output and "wrote" in result.output
+
+
+def test_duplicated_training_images_split_and_group_match(tmp_path):
+    """Image 0 is in the training set 4 times (exact copies): a copy of it prompted by any of its keys
+    counts as an own match by group, and the figures are split by duplicated vs unique prompts."""
+    scenes = scene_images(6, seed=21)
+    images = [scenes[0]] * 4 + scenes[1:]  # keys 000000-000003 are copies of one image
+    keys = write_train_shards(tmp_path / "train", images)
+    rng = np.random.default_rng(0)
+    from evaluate_helpers import planted_copy
+
+    gens = [planted_copy(scenes[0], rng) for _ in range(3)] + [planted_copy(scenes[4], rng)] + scene_images(2, seed=99)
+    own = [keys[3], keys[1], keys[2], keys[7], keys[5], keys[6]]  # the last two prompts got unrelated images
+    write_generations(tmp_path / "gen", gens, own)
+    report = evaluate(tmp_path / "gen", tmp_path / "train", tmp_path / "out", EvaluateOptions(use_cache=False))
+    assert report["own_group_match_rate"] == pytest.approx(4 / 6)
+    assert report["own_group_chance"] == pytest.approx((3 * 4 / 9 + 3 * 1 / 9) / 6)
+    assert report["own_match_rate"] < report["own_group_match_rate"]  # exact keys miss most copies
+    dup, uni = report["split"]["duplicated"], report["split"]["unique"]
+    assert (dup["n"], uni["n"]) == (3, 3)
+    assert dup["own_group_match"] == 1.0 and uni["own_group_match"] == pytest.approx(1 / 3)
+    assert dup["sim_mean"] > uni["sim_mean"]
+    assert report["fd_descriptor"] == report["fd_embedded"]  # the embedded descriptor is its own fit space

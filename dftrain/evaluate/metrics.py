@@ -6,7 +6,7 @@ Similarities are cosines of L2-normalised descriptors (inner products).
 from __future__ import annotations
 
 from collections import defaultdict
-from collections.abc import Hashable, Iterable, Sequence
+from collections.abc import Hashable, Iterable, Mapping, Sequence
 
 import numpy as np
 from scipy import linalg
@@ -131,3 +131,62 @@ def frechet_distance(mu1: np.ndarray, sigma1: np.ndarray, mu2: np.ndarray, sigma
             raise ValueError(f"imaginary component {np.max(np.abs(covmean.imag))} in the matrix square root")
         covmean = covmean.real
     return float(diff @ diff + np.trace(sigma1) + np.trace(sigma2) - 2 * np.trace(covmean))
+
+
+def group_sizes(group_of: Mapping[str, Hashable]) -> dict[Hashable, int]:
+    """Training images per duplicate group (key -> group in, group -> count out)."""
+    sizes: dict[Hashable, int] = defaultdict(int)
+    for group in group_of.values():
+        sizes[group] += 1
+    return dict(sizes)
+
+
+def own_group_match(best_keys: Sequence[str | None], own_keys: Sequence[str | None],
+                    group_of: Mapping[str, Hashable]) -> dict:
+    """Duplicate-aware own-caption match: the nearest training image of a generation is (a copy of)
+    the image whose caption prompted it.
+
+    With duplicated training images the exact-key match is a coin toss among identical copies, so
+    keys are compared by duplicate group. `chance` is the rate a random nearest neighbour would get:
+    the mean over generations of (copies of the prompt's image) / (training images).
+    Returns {"rate", "chance", "n"} (None rates when no generation has a known own key).
+    """
+    sizes, n_train = group_sizes(group_of), len(group_of)
+    hits, chance, counted = 0, 0.0, 0
+    for best, own in zip(best_keys, own_keys, strict=True):
+        if own is None or own not in group_of:
+            continue
+        counted += 1
+        hits += int(best in group_of and group_of[best] == group_of[own])
+        chance += sizes[group_of[own]] / n_train
+    if not counted:
+        return {"rate": None, "chance": None, "n": 0}
+    return {"rate": hits / counted, "chance": chance / counted, "n": counted}
+
+
+def duplicate_split(best_sims: np.ndarray, best_keys: Sequence[str | None], own_keys: Sequence[str | None],
+                    group_of: Mapping[str, Hashable], threshold: float) -> dict[str, dict]:
+    """The replication figures separately for generations prompted by a duplicated training image
+    (its group has more than one copy) and by a unique one, as the prior study plots them.
+
+    Generations whose own key is unknown are left out. Per subset: n, sim_mean, sim_p95,
+    frac_above_0_5, frac_above_threshold and the duplicate-aware own match (None figures for an
+    empty subset).
+    """
+    sims = np.asarray(best_sims, dtype=np.float64)
+    sizes = group_sizes(group_of)
+    out = {}
+    for name, wanted in (("duplicated", True), ("unique", False)):
+        rows = [i for i, own in enumerate(own_keys)
+                if own in group_of and (sizes[group_of[own]] > 1) == wanted]
+        subset = sims[rows]
+        own = own_group_match([best_keys[i] for i in rows], [own_keys[i] for i in rows], group_of)
+        out[name] = {
+            "n": len(rows),
+            "sim_mean": float(subset.mean()) if rows else None,
+            "sim_p95": float(np.percentile(subset, 95)) if rows else None,
+            "frac_above_0_5": fraction_above(subset, 0.5) if rows else None,
+            "frac_above_threshold": fraction_above(subset, threshold) if rows else None,
+            "own_group_match": own["rate"],
+        }
+    return out

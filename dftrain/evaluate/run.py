@@ -22,6 +22,7 @@ from dftrain.errors import DftrainError
 from dftrain.evaluate import metrics
 from dftrain.evaluate.cache import EmbeddedSet, cache_stem, embed_set
 from dftrain.evaluate.descriptors import EmbeddedDescriptor, get_descriptor
+from dftrain.evaluate.groups import train_groups
 from dftrain.evaluate.inputs import (
     decode_image,
     iter_generation_bytes,
@@ -164,7 +165,10 @@ def evaluate(gen_dir: str | Path, train_dir: str | Path, out_dir: str | Path,
 
     summary = metrics.similarity_summary(best_sims, threshold)
     bg = metrics.similarity_summary(bg_sims, threshold, prefix="bg_sim") if len(bg_sims) else {}
-    own = metrics.own_match_rate(best_keys, [g.train_key for g in kept])
+    own_keys = [g.train_key for g in kept]
+    own = metrics.own_match_rate(best_keys, own_keys)
+    groups = train_groups(train_dir)
+    own_group = metrics.own_group_match(best_keys, own_keys, groups)
     div, div_groups = metrics.diversity(gen.descriptors, [g.prompt for g in kept])
 
     if isinstance(descriptor, EmbeddedDescriptor):
@@ -175,6 +179,9 @@ def evaluate(gen_dir: str | Path, train_dir: str | Path, out_dir: str | Path,
 
     fd_embedded = (frechet_between(emb_gen.descriptors, emb_train.descriptors)
                    if len(emb_gen.keys) >= 2 and len(emb_train.keys) >= 2 else None)
+    # The same fit figure in the copy descriptor's own feature space (e.g. SSCD's 512-d).
+    fd_descriptor = (fd_embedded if emb_gen is gen else frechet_between(gen.descriptors, train.descriptors)
+                     if len(gen.keys) >= 2 and len(train.keys) >= 2 else None)
     fid, fid_reason = _fid(gen_dir, gens, train_dir, options)
 
     report = {
@@ -202,9 +209,15 @@ def evaluate(gen_dir: str | Path, train_dir: str | Path, out_dir: str | Path,
         "bg_sim_p95": bg.get("bg_sim_p95"),
         "bg_frac_above": bg.get("bg_sim_frac_above"),
         "own_match_rate": own,
+        # Duplicate-aware: the nearest training image is a copy of the prompt's image (groups.py).
+        "own_group_match_rate": own_group["rate"],
+        "own_group_chance": own_group["chance"],
+        # The figures for generations prompted by duplicated vs unique training images.
+        "split": metrics.duplicate_split(best_sims, best_keys, own_keys, groups, threshold),
         "diversity": div,
         "diversity_prompts": div_groups,
         "fd_embedded": fd_embedded,
+        "fd_descriptor": fd_descriptor,
         "fid": fid,
     }
     if fid is None:
