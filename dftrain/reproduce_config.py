@@ -33,8 +33,7 @@ RESERVED_GENERATE_OPTIONS = {"model", "shards", "out", "num_prompts", "per_promp
 RESERVED_EVALUATE_OPTIONS = {"generations", "train_shards", "out"}
 
 # Parameters of the prior study's mitigations (Somepalli et al. 2023), used by the built-in variants.
-DEFAULT_MITIGATIONS = {"embed_noise_sigma": 0.1, "caption_replace_p": 0.4, "mixup_alpha": 0.4, "word_repeat": 2,
-                       "word_insert": 2}
+DEFAULT_MITIGATIONS = {"embed_noise_sigma": 0.1, "mixup_alpha": 0.4, "text_mitigation_p": 0.1}
 
 
 @dataclass(frozen=True)
@@ -55,14 +54,15 @@ def builtin_variants(mitigations: dict[str, Any]) -> dict[str, Variant]:
         Variant("generalized_dual_fusion", "generalized", "dual", {}, "generalized captions + dual fusion (the paper's method)"),
         Variant("embed_noise", "original", "none", {"embed_noise_sigma": m["embed_noise_sigma"]},
                 f"prior study: Gaussian noise on caption embeddings (sigma {m['embed_noise_sigma']})"),
-        Variant("caption_replace", "original", "none", {"caption_replace_p": m["caption_replace_p"]},
-                f"prior study: random caption replacement (p {m['caption_replace_p']})"),
+        Variant("caption_replace", "original", "none",
+                {"caption_replace": True, "text_mitigation_p": m["text_mitigation_p"]},
+                f"prior study: caption replaced by 4 random tokens (p {m['text_mitigation_p']})"),
         Variant("mixup", "original", "none", {"mixup_alpha": m["mixup_alpha"]},
                 f"prior study: caption embedding mixup (alpha {m['mixup_alpha']})"),
-        Variant("word_repeat", "original", "none", {"word_repeat": m["word_repeat"]},
-                f"prior study: random word repetition ({m['word_repeat']} words)"),
-        Variant("word_insert", "original", "none", {"word_insert": m["word_insert"]},
-                f"prior study: random word insertion ({m['word_insert']} words)"),
+        Variant("word_repeat", "original", "none", {"word_repeat": True, "text_mitigation_p": m["text_mitigation_p"]},
+                f"prior study: 2 words of the caption repeated (p {m['text_mitigation_p']})"),
+        Variant("word_insert", "original", "none", {"word_insert": True, "text_mitigation_p": m["text_mitigation_p"]},
+                f"prior study: 2 random tokens inserted (p {m['text_mitigation_p']})"),
     ]
     return {v.name: v for v in variants}
 

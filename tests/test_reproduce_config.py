@@ -146,7 +146,8 @@ def test_plan_gives_every_variant_the_same_budget_and_original_prompts(tmp_path)
         assert heldout.args[heldout.args.index("--train-shards") + 1] == str(plan.layout.heldout)
         assert heldout.args[heldout.args.index("--generations") + 1] == str(generate.args[generate.args.index("--out") + 1])
     replace = next(c for c in plan.chains if c.variant == "caption_replace")
-    assert "--caption-replace-p" in replace.stages[0].args
+    args = replace.stages[0].args
+    assert "--caption-replace" in args and args[args.index("--text-mitigation-p") + 1] == "0.1"
 
 
 def test_plan_without_generalized_variants_skips_generalize(tmp_path):

@@ -104,7 +104,7 @@ def test_text_options_refused_on_precomputed_text_states(paths, tmp_path):
     manifest = json.loads((latents / "manifest.json").read_text())
     manifest["kind"] = "latents"
     (latents / "manifest.json").write_text(json.dumps(manifest))
-    message = problems(paths, shards=str(latents), objects=paths["objects"], word_repeat=2, caption_fusion="tail_add")
+    message = problems(paths, shards=str(latents), objects=paths["objects"], word_repeat=True, caption_fusion="tail_add")
     assert "--word-repeat" in message and "tail_add" in message
     assert "both be precomputed latents or both images" in message  # objects are still images
 

@@ -17,7 +17,8 @@ def assets(tmp_path_factory):
 def test_resume_equals_uninterrupted_run(assets, tmp_path, monkeypatch):
     """6 steps in one run == 3 steps + resume + 3 steps (fp32, parameters within 1e-6)."""
     in_process_env(monkeypatch)
-    common = dict(export=False, warmup_steps=2, mixup_alpha=0.5, embed_noise_sigma=0.05, word_repeat=1, caption_field="orig")
+    common = dict(export=False, warmup_steps=2, mixup_alpha=0.5, embed_noise_sigma=0.05, word_repeat=True,
+                  text_mitigation_p=0.5, caption_field="orig")
     train(quick_config(assets, tmp_path / "straight", **common))
     train(quick_config(assets, tmp_path / "split", steps=3, **common))
     summary = train(quick_config(assets, tmp_path / "split", resume="auto", **common))

@@ -21,9 +21,9 @@ class BatchBuilder:
         self.device, self.generator, self.rng, self.precomputed = device, generator, rng, precomputed
         self.latent_fusion = fusion.uses_latent_fusion(cfg.fusion)
         self.caption_fusion = fusion.uses_caption_fusion(cfg.fusion)
-        self.vocabulary: list[str] = []
-        if components.tokenizer is not None and (cfg.caption_replace_p > 0 or cfg.word_insert > 0):
-            self.vocabulary = mitigations.vocabulary_from_tokenizer(components.tokenizer)
+        if components.tokenizer is not None:  # random tokens of the text mitigations come from here
+            self.token_id_limit = mitigations.token_id_limit(components.tokenizer)
+            self.decode = mitigations.token_decoder(components.tokenizer)
         if bank is not None and self.latent_fusion and not precomputed:
             latent_shape = tuple(self.encode_mean(bank.pixels(torch.arange(1))).shape[1:])
             bank.cache_latents(self.encode_mean, max_bytes=cfg.object_cache_mb * 2**20, latent_shape=latent_shape)
@@ -42,12 +42,15 @@ class BatchBuilder:
         out = []
         for ex in examples:
             caption = mitigations.choose_one_caption(ex["captions"], rng) if cfg.multi_caption else ex["caption"]
-            if cfg.caption_replace_p > 0:
-                caption = mitigations.random_caption_replacement(caption, self.vocabulary, cfg.caption_replace_p, rng)
-            if cfg.word_insert > 0:
-                caption = mitigations.random_word_insertion(caption, self.vocabulary, cfg.word_insert, rng)
-            if cfg.word_repeat > 0:
-                caption = mitigations.word_repetition(caption, cfg.word_repeat, rng)
+            p = cfg.text_mitigation_p  # each enabled mitigation fires on its own draw
+            if cfg.caption_replace:
+                caption = mitigations.random_caption_replacement(
+                    caption, p, rng, id_limit=self.token_id_limit, decode=self.decode, n_tokens=cfg.caption_replace_tokens)
+            if cfg.word_insert:
+                caption = mitigations.random_token_addition(
+                    caption, p, rng, id_limit=self.token_id_limit, decode=self.decode, n_tokens=cfg.word_insert_tokens)
+            if cfg.word_repeat:
+                caption = mitigations.word_repetition(caption, p, rng, n_words=cfg.word_repeat_words)
             out.append(caption)
         return out
 
@@ -84,7 +87,8 @@ class BatchBuilder:
         if cfg.embed_noise_sigma > 0:
             states = mitigations.gaussian_embedding_noise(states, cfg.embed_noise_sigma, self.generator)
         if cfg.mixup_alpha > 0:
-            lam = mitigations.sample_mixup_lambda(cfg.mixup_alpha, len(examples), self.generator)
+            lam = mitigations.mixup_lambdas(cfg.mixup_alpha, len(examples), self.generator,
+                                            per_sample=cfg.mixup_per_sample)
             partners = mitigations.mixup_partners(len(examples), self.generator)
             states = mitigations.embedding_mixup(states, lam, partners)
         return states

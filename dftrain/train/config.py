@@ -37,13 +37,18 @@ class TrainConfig:
     w_lat: float = 0.1
     w_emb: float = 0.5
     caption_field: str = "txt"  # txt = training caption; orig = json "caption"/"orig_caption"
-    # prior-study baselines (all off by default)
-    embed_noise_sigma: float = 0.0
-    mixup_alpha: float = 0.0  # > 0 turns embedding mixup on, lambda ~ Beta(alpha, 1)
-    multi_caption: bool = False  # one random caption of json "captions" per image
-    caption_replace_p: float = 0.0
-    word_insert: int = 0
-    word_repeat: int = 0
+    # prior-study baselines (Somepalli et al. 2023; all off by default, their parameters otherwise)
+    embed_noise_sigma: float = 0.0  # their rand_noise_lam: c + sigma * N(0, I)
+    mixup_alpha: float = 0.0  # > 0 turns embedding mixup on, lambda ~ Beta(alpha, 1), one per batch
+    mixup_per_sample: bool = False  # one lambda per example instead (not theirs)
+    multi_caption: bool = False  # one random caption of json "captions" per image (their allcaps)
+    caption_replace: bool = False  # their randrepl: the caption -> N random BPE tokens
+    word_insert: bool = False  # their randwordadd: N random BPE tokens at random positions
+    word_repeat: bool = False  # their wordrepeat: N of the caption's words at random positions
+    text_mitigation_p: float = 0.1  # their trainspecial_prob: each text mitigation fires per sample with p
+    caption_replace_tokens: int = 4
+    word_insert_tokens: int = 2
+    word_repeat_words: int = 2
     # data
     resolution: int | None = None  # default: unet sample_size * vae scale factor
     random_flip: bool = True
@@ -214,11 +219,16 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
             facts["objects_kind"] = read_manifest_kind(Path(cfg.objects))
     _check_range(problems, "w_lat", cfg.w_lat, 0.0, 1.0)
     _check_range(problems, "w_emb", cfg.w_emb, 0.0, 1.0)
-    _check_range(problems, "caption_replace_p", cfg.caption_replace_p, 0.0, 1.0)
+    _check_range(problems, "text_mitigation_p", cfg.text_mitigation_p, 0.0, 1.0)
     _check_range(problems, "embed_noise_sigma", cfg.embed_noise_sigma, 0.0, None)
     _check_range(problems, "mixup_alpha", cfg.mixup_alpha, 0.0, None)
-    _check_range(problems, "word_insert", cfg.word_insert, 0, None)
-    _check_range(problems, "word_repeat", cfg.word_repeat, 0, None)
+    for name in ("caption_replace_tokens", "word_insert_tokens", "word_repeat_words"):
+        _check_range(problems, name, getattr(cfg, name), 1, None)
+    for name, count in (("caption_replace", "caption_replace_tokens"), ("word_insert", "word_insert_tokens"),
+                        ("word_repeat", "word_repeat_words"), ("mixup_per_sample", None)):
+        if not isinstance(getattr(cfg, name), bool):  # e.g. an old `word_repeat: 2` in a YAML file
+            hint = f" (the count is --{count.replace('_', '-')})" if count else ""
+            problems.append(f"--{name.replace('_', '-')} is a switch: true or false, got {getattr(cfg, name)!r}{hint}")
     _check_range(problems, "ema_decay", cfg.ema_decay, 0.0, 1.0)
     if cfg.caption_field not in CAPTION_FIELDS:
         problems.append(f"--caption-field must be one of {', '.join(CAPTION_FIELDS)}, got {cfg.caption_field!r}")
@@ -279,9 +289,9 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
         text_level = {
             "--caption-fusion tail_add": cfg.fusion in ("caption", "dual") and cfg.caption_fusion == "tail_add",
             "--multi-caption": cfg.multi_caption,
-            "--caption-replace-p": cfg.caption_replace_p > 0,
-            "--word-insert": cfg.word_insert > 0,
-            "--word-repeat": cfg.word_repeat > 0,
+            "--caption-replace": cfg.caption_replace,
+            "--word-insert": cfg.word_insert,
+            "--word-repeat": cfg.word_repeat,
         }
         bad = [name for name, on in text_level.items() if on]
         if bad:

@@ -79,7 +79,7 @@ def load_components(cfg, *, precomputed: bool, device, frozen_dtype) -> Componen
     scaling_factor = float(vae_config.get("scaling_factor", 0.18215))
     vae = None if precomputed else load_vae(model, device, frozen_dtype)
     tokenizer, text_encoder = (None, None)
-    if not precomputed or cfg.fusion in ("caption", "dual") or cfg.caption_replace_p > 0:
+    if not precomputed or cfg.fusion in ("caption", "dual") or cfg.caption_replace:
         # precomputed runs still encode the object phrases " with k" once at start-up
         tokenizer, text_encoder = load_text_encoder(model, device, frozen_dtype)
     return Components(unet, noise_scheduler, vae, text_encoder, tokenizer, vae_scale_factor, scaling_factor)
