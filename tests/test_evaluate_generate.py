@@ -131,3 +131,72 @@ def test_original_caption_precedence():
     assert original_caption({"json": {}, "txt": "gen"}) == "gen"
     assert original_caption({"json": {"caption": "  "}, "txt": b"bytes caption"}) == "bytes caption"
     assert original_caption({"json": None, "txt": ""}) is None
+
+
+# ---- inference-time mitigations of the prior study (Somepalli et al. 2023) ------------------------
+def test_prompt_noise_adds_sigma_times_a_seeded_normal_to_both_embeddings(setup):
+    import torch
+
+    from dftrain.evaluate.generate import Job, conditioning, load_pipeline
+    from dftrain.evaluate.inference_mitigations import NOISE_SEED_OFFSET
+
+    tmp, _ = setup
+    pipe = load_pipeline(tmp / "model", "cpu", "fp32")
+    batch = [Job(0, 0, "a.png", "a red cube", None, 11), Job(0, 1, "b.png", "a blue cube", None, 12)]
+    assert conditioning(pipe, batch, GenerateOptions()) == {"prompt": ["a red cube", "a blue cube"]}
+    sigma = 0.1
+    args = conditioning(pipe, batch, GenerateOptions(prompt_noise=True, guidance=3.0))
+    clean, clean_negative = pipe.encode_prompt(["a red cube", "a blue cube"], "cpu", 1, True)
+    for i, job in enumerate(batch):
+        g = torch.Generator().manual_seed(job.seed + NOISE_SEED_OFFSET)
+        n_cond, n_uncond = torch.randn(clean.shape[1:], generator=g), torch.randn(clean.shape[1:], generator=g)
+        assert torch.allclose(args["prompt_embeds"][i], clean[i] + sigma * n_cond, atol=1e-6)
+        assert torch.allclose(args["negative_prompt_embeds"][i], clean_negative[i] + sigma * n_uncond, atol=1e-6)
+    diff = (args["prompt_embeds"] - clean) / sigma
+    assert abs(diff.mean().item()) < 0.05 and abs(diff.std().item() - 1) < 0.05
+    # without guidance there is no negative prompt to noise
+    assert set(conditioning(pipe, batch, GenerateOptions(prompt_noise=True, guidance=1.0))) == {"prompt_embeds"}
+
+
+def test_prompt_augmentations_follow_the_published_definitions(setup):
+    from dftrain.evaluate.generate import prompt_augmenter
+
+    tmp, _ = setup
+    prompt = "a specific red cube number"
+    words = prompt.split()
+    numbers = prompt_augmenter(tmp / "model", GenerateOptions(prompt_augment="rand_numb_add"))(prompt, 7)
+    added = [w for w in numbers.split() if w.isdigit()]
+    assert len(numbers.split()) == len(words) + 4 and len(added) == 4  # theirs: 4 repeats by default
+    assert all(0 <= int(x) < 100_000 for x in added)
+    repeat = prompt_augmenter(tmp / "model", GenerateOptions(prompt_augment="rand_word_repeat",
+                                                             prompt_augment_repeats=2))
+    out = repeat(prompt, 7).split()
+    assert len(out) == len(words) + 2 and set(out) <= set(words)
+    assert repeat(prompt, 7) == repeat(prompt, 7) and any(repeat(prompt, s) != repeat(prompt, 7) for s in range(8))
+    tokens = prompt_augmenter(tmp / "model", GenerateOptions(prompt_augment="rand_word_add"))(prompt, 3)
+    pieces = tokens.split(" ")  # their insert_rand_word splits and joins on single spaces
+    assert len(pieces) == len(words) + 4
+    it = iter(pieces)
+    assert all(w in it for w in words)  # the prompt's words, in order, around the 4 decoded tokens
+    with pytest.raises(ConfigError, match="prompt-augment"):
+        prompt_augmenter(tmp / "model", GenerateOptions(prompt_augment="shout"))
+
+
+def test_generate_with_mitigations_records_the_prompt_used(setup, tmp_path):
+    tmp, _ = setup
+    opts = dict(num_prompts=2, per_prompt=1, steps=1, seed=3)
+    plain = generate(tmp / "model", tmp / "train", tmp_path / "plain", GenerateOptions(**opts))
+    assert plain["complete"] and "prompt_used" not in read_rows(tmp_path / "plain")[0]
+    gen = tmp_path / "aug"
+    summary = generate(tmp / "model", tmp / "train", gen, GenerateOptions(
+        prompt_augment="rand_numb_add", prompt_noise=True, **opts))
+    assert summary["complete"]
+    for row in read_rows(gen):
+        assert row["prompt"] in ORIGINAL and row["prompt_used"] != row["prompt"]
+        assert len(row["prompt_used"].split()) == len(row["prompt"].split()) + 4
+        # same seed, same initial latent: the image differs only through the conditioning
+        assert np.abs(pixels(gen / row["file"]) - pixels(tmp_path / "plain" / row["file"])).max() > 0
+    config = json.loads((gen / "generate.json").read_text())
+    assert config["prompt_noise_sigma"] == 0.1 and config["prompt_augment_repeats"] == 4
+    with pytest.raises(ConfigError, match="other settings"):
+        generate(tmp / "model", tmp / "train", gen, GenerateOptions(**opts))

@@ -28,6 +28,12 @@ def generate(
     rank: int | None = typer.Option(None, help="This process's rank (default RANK / SLURM_PROCID / 0)."),
     world_size: int | None = typer.Option(None, help="Number of ranks (default WORLD_SIZE / SLURM_NTASKS / 1)."),
     overwrite: Overwrite = False,
+    prompt_noise: bool = typer.Option(False, "--prompt-noise/--no-prompt-noise",
+                                      help="Mitigation: Gaussian noise on the prompt embeddings (Somepalli et al.)."),
+    prompt_noise_sigma: float = typer.Option(0.1, help="Its sigma (default 0.1, theirs)."),
+    prompt_augment: str | None = typer.Option(
+        None, help="Mitigation: rand_numb_add | rand_word_add | rand_word_repeat (insert numbers / tokens / own words)."),
+    prompt_augment_repeats: int = typer.Option(4, help="Insertions per prompt (default 4, theirs)."),
 ) -> None:
     """Generate images for training captions; rerun with the same arguments to resume."""
     import logging
@@ -39,7 +45,8 @@ def generate(
     summary = run_generate(model, shards, out, GenerateOptions(
         num_prompts=num_prompts, per_prompt=per_prompt, steps=steps, guidance=guidance, seed=seed,
         resolution=resolution, batch_size=batch_size, device=device, dtype=dtype, rank=rank, world_size=world_size,
-        overwrite=overwrite))
+        overwrite=overwrite, prompt_noise=prompt_noise, prompt_noise_sigma=prompt_noise_sigma, prompt_augment=prompt_augment,
+        prompt_augment_repeats=prompt_augment_repeats))
     state = "complete" if summary["complete"] else "partial (other ranks still running, or rerun to finish)"
     typer.echo(f"rank {summary['rank']}/{summary['world_size']}: generated {summary['generated']}, "
                f"{summary['already_done']} already there; {out / 'prompts.jsonl'} lists {summary['merged']} of "

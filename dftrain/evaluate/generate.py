@@ -8,6 +8,11 @@ an image file that exists is finished (files are written to a temporary name and
 Each rank logs its images to prompts.rank<R>.jsonl; at the end the lines of every finished
 image are merged into GEN/prompts.jsonl (one object per image: file, prompt, train_key, seed).
 Rerunning with the same arguments generates nothing and merges again.
+
+Inference-time mitigations of the prior study (off by default; their parameters otherwise, see
+inference_mitigations.py): `prompt_noise` adds Gaussian noise to the prompt embeddings,
+`prompt_augment` inserts random numbers, random tokens or the prompt's own words; the record keeps
+the training caption as `prompt` and the text the pipeline saw as `prompt_used`.
 """
 
 from __future__ import annotations
@@ -22,6 +27,7 @@ from pathlib import Path
 import numpy as np
 
 from dftrain.errors import ConfigError, DftrainError, MissingDependencyError
+from dftrain.evaluate import inference_mitigations
 from dftrain.evaluate.inputs import PROMPTS_FILE, iter_train_samples, original_caption
 from dftrain.outputs import check_output_folder, claim_output
 
@@ -45,6 +51,20 @@ class GenerateOptions:
     rank: int | None = None
     world_size: int | None = None
     overwrite: bool = False  # write into a folder dftrain did not make (dftrain/outputs.py)
+    # inference-time mitigations of the prior study (Somepalli et al. 2023)
+    prompt_noise: bool = False  # Gaussian noise on the prompt (and negative prompt) embeddings
+    prompt_noise_sigma: float = inference_mitigations.PROMPT_NOISE_SIGMA
+    prompt_augment: str | None = None  # rand_numb_add | rand_word_add | rand_word_repeat
+    prompt_augment_repeats: int = inference_mitigations.AUGMENT_REPEATS
+
+    def mitigation_settings(self) -> dict:
+        """The mitigation options in force (empty when none: folders made before them still resume)."""
+        out = {}
+        if self.prompt_noise:
+            out["prompt_noise_sigma"] = self.prompt_noise_sigma
+        if self.prompt_augment:
+            out.update(prompt_augment=self.prompt_augment, prompt_augment_repeats=self.prompt_augment_repeats)
+        return out
 
 
 @dataclass(frozen=True)
@@ -55,9 +75,17 @@ class Job:
     prompt: str
     train_key: str | None
     seed: int
+    prompt_used: str | None = None  # the augmented prompt the pipeline saw (None: `prompt` itself)
+
+    @property
+    def text(self) -> str:
+        return self.prompt if self.prompt_used is None else self.prompt_used
 
     def record(self) -> dict:
-        return {"file": self.file, "prompt": self.prompt, "train_key": self.train_key, "seed": self.seed}
+        row = {"file": self.file, "prompt": self.prompt, "train_key": self.train_key, "seed": self.seed}
+        if self.prompt_used is not None:
+            row["prompt_used"] = self.prompt_used
+        return row
 
 
 def training_prompts(shards_dir: str | Path, num_prompts: int | None, seed: int) -> list[tuple[str, str]]:
@@ -87,15 +115,55 @@ def training_prompts(shards_dir: str | Path, num_prompts: int | None, seed: int)
     return pairs
 
 
-def plan_jobs(prompts: list[tuple[str, str]], per_prompt: int, seed: int) -> list[Job]:
-    """One job per (prompt, k): file name and per-image seed depend only on the arguments."""
+def plan_jobs(prompts: list[tuple[str, str]], per_prompt: int, seed: int, augment=None) -> list[Job]:
+    """One job per (prompt, k): file name and per-image seed depend only on the arguments.
+
+    `augment(prompt, image_seed) -> text` (a prompt augmentation) gives each image its own prompt text.
+    """
     if per_prompt < 1:
         raise ConfigError(f"--per-prompt must be >= 1, got {per_prompt}")
-    return [
-        Job(i, k, f"{i:06d}_{k:03d}.png", caption, key, seed * SEED_STRIDE + i * per_prompt + k)
-        for i, (key, caption) in enumerate(prompts)
-        for k in range(per_prompt)
-    ]
+    jobs = []
+    for i, (key, caption) in enumerate(prompts):
+        for k in range(per_prompt):
+            image_seed = seed * SEED_STRIDE + i * per_prompt + k
+            used = augment(caption, image_seed) if augment else None
+            jobs.append(Job(i, k, f"{i:06d}_{k:03d}.png", caption, key, image_seed, used))
+    return jobs
+
+
+def prompt_augmenter(model_dir: str | Path, options: GenerateOptions):
+    """(prompt, image seed) -> augmented prompt for --prompt-augment, or None when it is off."""
+    style = options.prompt_augment
+    inference_mitigations.check_augmentation(style, options.prompt_augment_repeats)
+    if style is None:
+        return None
+    id_limit = decode = None
+    if style == "rand_word_add":
+        from transformers import CLIPTokenizer
+
+        from dftrain.train.mitigations import token_decoder, token_id_limit
+
+        if not (Path(model_dir) / "tokenizer").is_dir():
+            raise MissingDependencyError(f"{model_dir} has no tokenizer/ (expected a diffusers pipeline folder)")
+        tokenizer = CLIPTokenizer.from_pretrained(Path(model_dir) / "tokenizer", local_files_only=True)
+        id_limit, decode = token_id_limit(tokenizer), token_decoder(tokenizer)
+    return lambda prompt, seed: inference_mitigations.augment_prompt(
+        prompt, style, options.prompt_augment_repeats, seed, id_limit=id_limit, decode=decode)
+
+
+def conditioning(pipe, batch: list[Job], options: GenerateOptions) -> dict:
+    """The pipeline's text arguments for a batch: the prompts, or their (noised) embeddings."""
+    prompts = [j.text for j in batch]
+    if not options.prompt_noise:
+        return {"prompt": prompts}
+    do_cfg = options.guidance > 1.0
+    cond, uncond = pipe.encode_prompt(prompts, pipe.device, 1, do_cfg)
+    generators = inference_mitigations.noise_generators([j.seed for j in batch])
+    sigma = options.prompt_noise_sigma
+    args = {"prompt_embeds": inference_mitigations.noisy_embeddings(cond, sigma, generators)}
+    if do_cfg:  # theirs noised the prompt and the negative prompt embeddings together
+        args["negative_prompt_embeds"] = inference_mitigations.noisy_embeddings(uncond, sigma, generators)
+    return args
 
 
 def jobs_for_rank(jobs: list[Job], rank: int, world_size: int) -> list[Job]:
@@ -113,7 +181,8 @@ def _check_config(out_dir: Path, config: dict, rank: int) -> None:
     path = out_dir / CONFIG_FILE
     if path.is_file():
         old = json.loads(path.read_text(encoding="utf-8"))
-        diff = {k: (old.get(k), v) for k, v in config.items() if k != "paths" and old.get(k) != v}
+        diff = {k: (old.get(k), config.get(k)) for k in {**old, **config}
+                if k != "paths" and old.get(k) != config.get(k)}
         if diff:
             shown = ", ".join(f"{k}: {a!r} -> {b!r}" for k, (a, b) in diff.items())
             raise ConfigError(f"{out_dir} holds generations made with other settings ({shown}); "
@@ -198,11 +267,14 @@ def generate(model_dir: str | Path, shards_dir: str | Path, out_dir: str | Path,
     options = options or GenerateOptions()
     if options.batch_size < 1 or options.steps < 1:
         raise ConfigError("--batch-size and --steps must be >= 1")
+    if options.prompt_noise and options.prompt_noise_sigma < 0:
+        raise ConfigError(f"--prompt-noise-sigma must be >= 0, got {options.prompt_noise_sigma}")
     info = rank_info(options.rank, options.world_size)
     out_dir = Path(out_dir)
     check_output_folder(out_dir, "generate", overwrite=options.overwrite)  # before reading any caption
+    augment = prompt_augmenter(model_dir, options)
     jobs = plan_jobs(training_prompts(shards_dir, options.num_prompts, options.seed), options.per_prompt,
-                     options.seed)
+                     options.seed, augment)
     mine = jobs_for_rank(jobs, info.rank, info.world_size)
     my_files = {j.file for j in mine}
 
@@ -228,6 +300,7 @@ def _generate_claimed(model_dir, shards_dir, out_dir: Path, options: GenerateOpt
     config = {"model": tree_sha256(model_dir), "shards": shard_folder_sha256(shards_dir),
               **{k: v for k, v in asdict(options).items()
                  if k in ("num_prompts", "per_prompt", "steps", "guidance", "seed", "resolution")},
+              **options.mitigation_settings(),
               "paths": {"model": str(Path(model_dir).resolve()), "shards": str(Path(shards_dir).resolve())}}
     _check_config(out_dir, config, info.rank)
     todo = [j for j in mine if not (out_dir / j.file).is_file()]
@@ -247,7 +320,7 @@ def _generate_claimed(model_dir, shards_dir, out_dir: Path, options: GenerateOpt
                 batch = todo[b:b + options.batch_size]
                 # One CPU generator per image: an image depends on its own seed only, not on the batch.
                 generators = [torch.Generator("cpu").manual_seed(j.seed) for j in batch]
-                images = pipe(prompt=[j.prompt for j in batch], num_inference_steps=options.steps,
+                images = pipe(**conditioning(pipe, batch, options), num_inference_steps=options.steps,
                               guidance_scale=options.guidance, height=size, width=size, generator=generators,
                               output_type="pil").images
                 for job, image in zip(batch, images, strict=True):
