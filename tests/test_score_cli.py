@@ -30,6 +30,20 @@ def test_text_prints_one_object():
     assert row["caption"] == "a dog on a beach" and set(SCORE_KEYS) <= set(row)
 
 
+def test_tokens_option_picks_the_token_rule():
+    caption = "The children have been playing in the park, happily!"
+    rows = {}
+    for rule in ("paper", "dftrain"):
+        result = runner.invoke(app, ["score", "--text", caption, "--tokens", rule])
+        assert result.exit_code == 0, result.output
+        rows[rule] = json.loads(result.stdout.strip().splitlines()[-1])
+    assert rows["paper"] == load_scorer().score(caption)  # paper is the default
+    assert rows["dftrain"] == load_scorer(tokens="dftrain").score(caption)
+    assert rows["paper"]["tense_modality"] == 10.0 and rows["dftrain"]["tense_modality"] < 10.0
+    bad = runner.invoke(app, ["score", "--text", caption, "--tokens", "nltk"])
+    assert bad.exit_code != 0
+
+
 def test_file_to_jsonl_keeps_order_and_lines(tmp_path):
     captions = ["a dog on a beach", "Nike Air Max 270, size 42", "", "a dog on a beach", "Ein Hund"]
     src = tmp_path / "captions.txt"

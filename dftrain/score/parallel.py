@@ -18,14 +18,14 @@ CHUNK_SIZE = 1000
 _worker_scorer = None
 
 
-def _init_worker(spacy_model: str | None, abstraction: str) -> None:
+def _init_worker(spacy_model: str | None, abstraction: str, tokens: str) -> None:
     global _worker_scorer
     os.environ["OMP_NUM_THREADS"] = "1"
     if "torch" in sys.modules:  # imported by something else in this process: one thread per worker
         sys.modules["torch"].set_num_threads(1)
     from dftrain.score import scorer
 
-    _worker_scorer = scorer.load_scorer(spacy_model, abstraction)
+    _worker_scorer = scorer.load_scorer(spacy_model, abstraction, tokens=tokens)
 
 
 def _score_chunk(captions: list[str]) -> list[dict]:
@@ -43,6 +43,7 @@ def score_parallel(
     workers: int,
     spacy_model: str | None = None,
     abstraction: str = "paper",
+    tokens: str = "paper",
     chunk_size: int = CHUNK_SIZE,
     progress: Callable[[int], None] | None = None,
 ) -> list[dict]:
@@ -53,7 +54,7 @@ def score_parallel(
     if workers == 1 or len(unique) <= chunk_size:
         from dftrain.score.scorer import load_scorer
 
-        scorer = load_scorer(spacy_model, abstraction)
+        scorer = load_scorer(spacy_model, abstraction, tokens=tokens)
         scored = []
         for start in range(0, len(unique), chunk_size):
             scored.extend(scorer.score_many(unique[start : start + chunk_size]))
@@ -64,10 +65,10 @@ def score_parallel(
         # (with fork, the workers also inherit the loaded table).
         from dftrain.score.scorer import load_scorer
 
-        load_scorer(spacy_model, abstraction)
+        load_scorer(spacy_model, abstraction, tokens=tokens)
         chunks = [unique[start : start + chunk_size] for start in range(0, len(unique), chunk_size)]
         scored = []
-        with _context().Pool(workers, initializer=_init_worker, initargs=(spacy_model, abstraction)) as pool:
+        with _context().Pool(workers, initializer=_init_worker, initargs=(spacy_model, abstraction, tokens)) as pool:
             for rows in pool.imap(_score_chunk, chunks):
                 scored.extend(rows)
                 if progress:

@@ -1,7 +1,7 @@
 """Caption generality scorer: spaCy features + WordNet look-ups -> the four components.
 
 from dftrain.score import load_scorer
-scorer = load_scorer()                      # spaCy model + WordNet, global stats from cache
+scorer = load_scorer()                      # spaCy model + WordNet, global stats from cache (tokens="paper")
 scorer.score("a dog on a beach")            # {"caption", "specificity", ..., "generality"}
 scorer.score_many(captions)                 # deduplicated, batched, input order kept
 """
@@ -14,7 +14,7 @@ from pathlib import Path
 
 from dftrain.errors import ConfigError, DftrainError
 from dftrain.score import components as comp
-from dftrain.score.features import CaptionFeatures, extract_features
+from dftrain.score.features import TOKEN_RULES, CaptionFeatures, extract_features
 
 log = logging.getLogger("dftrain.score")
 
@@ -30,10 +30,14 @@ class Scorer:
     """Scores captions; one instance per process (it holds a spaCy pipeline)."""
 
     def __init__(
-        self, nlp, lexicon, stats, *, abstraction: str = "paper", batch_size: int = DEFAULT_BATCH_SIZE
+        self, nlp, lexicon, stats, *, abstraction: str = "paper", tokens: str = "paper",
+        batch_size: int = DEFAULT_BATCH_SIZE,
     ):
         if abstraction not in ABSTRACTION_MODES:
             raise ConfigError(f"abstraction must be one of {ABSTRACTION_MODES}, got {abstraction!r}")
+        if tokens not in TOKEN_RULES:
+            raise ConfigError(f"tokens must be one of {TOKEN_RULES}, got {tokens!r}")
+        self.tokens = tokens
         self.nlp = nlp
         self.lexicon = lexicon
         self.stats = stats
@@ -47,7 +51,7 @@ class Scorer:
         depths = [found[1] for found in lookups if found]
         values = {
             "specificity": comp.specificity(features.n_tokens, features.n_specific),
-            "broadness": comp.broadness(hyponyms, features.n_tokens, self.stats.hyponym_scale),
+            "broadness": comp.broadness(hyponyms, features.n_words, self.stats.hyponym_scale),
             "tense_modality": comp.tense_modality(features.verb_flags),
             "abstraction": comp.abstraction(
                 depths, self.stats.depth_scale, reversed_=self.abstraction == "reversed"
@@ -72,7 +76,7 @@ class Scorer:
     def _score_unique(self, captions: Sequence[str]) -> Iterable[dict[str, float]]:
         texts = (caption[:MAX_CHARS] for caption in captions)
         for doc in self.nlp.pipe(texts, batch_size=self.batch_size):
-            values = self.components(extract_features(doc))
+            values = self.components(extract_features(doc, self.tokens))
             yield {key: round(values[key], DIGITS) for key in comp.SCORE_KEYS}
 
 
@@ -80,6 +84,7 @@ def load_scorer(
     spacy_model: str | None = None,
     abstraction: str = "paper",
     *,
+    tokens: str = "paper",
     keep_parser: bool = False,
     wordnet_source: str | Path | None = None,
     nltk_root: str | Path | None = None,
@@ -91,6 +96,8 @@ def load_scorer(
     """
     if abstraction not in ABSTRACTION_MODES:
         raise ConfigError(f"--abstraction must be one of {ABSTRACTION_MODES}, got {abstraction!r}")
+    if tokens not in TOKEN_RULES:
+        raise ConfigError(f"--tokens must be one of {TOKEN_RULES}, got {tokens!r}")
     from dftrain.score import nlp as nlp_mod
     from dftrain.score import wordnet
 
@@ -99,7 +106,7 @@ def load_scorer(
     )
     stats, lexicon = _wordnet_for(root)
     nlp = nlp_mod.load_pipeline(spacy_model, keep_parser)
-    return Scorer(nlp, lexicon, stats, abstraction=abstraction, batch_size=batch_size)
+    return Scorer(nlp, lexicon, stats, abstraction=abstraction, tokens=tokens, batch_size=batch_size)
 
 
 # Per process: (root, fingerprint) -> (stats, lexicon), so that the noun table and the
