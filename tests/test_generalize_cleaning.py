@@ -7,7 +7,7 @@ from dftrain.errors import ConfigError
 from dftrain.generalize.cleaning import clean_output, rejection_reason, validate
 from dftrain.generalize.fallback import FALLBACK_CAPTION, rule_generalize, strip_specifics
 from dftrain.generalize.generalizer import Generalizer, parse_fallback, truncate_caption
-from dftrain.generalize.prompts import PAPER_TEMPLATE, load_few_shot, make_prompt_spec
+from dftrain.generalize.prompts import PAPER_TEMPLATE, load_few_shot, make_prompt_spec, paper_strip
 
 ORIGINAL = "Nike Air Max 90 running shoes in red and white, size 10"
 
@@ -125,6 +125,20 @@ def test_prompt_specs():
         make_prompt_spec("vllm", prompt_template="no placeholder")
     with pytest.raises(ConfigError):
         make_prompt_spec("vllm", prompt_template="{caption}", few_shot="f.txt")
+
+
+def test_the_papers_prompt_character_for_character():
+    """openai_api_sample.py: "...(result in less than 5 words)\uff1a\"" + v + "\"", a full-width colon, no space."""
+    chat = make_prompt_spec("vllm")
+    content = chat.conversations(['"Nike Air Max 90, size 10."'])[0][0]["content"]
+    expected = ("Make this caption of an image extremely general (result in less than 5 words)"
+                + chr(0xFF1A) + '"Nike Air Max 90, size 10."')  # the quotes go, the period stays
+    assert content == expected
+    assert content.encode("utf-8").count(b"\xef\xbc\x9a\"") == 1 and ": " not in content
+    # their stripping: only while the caption starts AND ends with punctuation
+    assert paper_strip("A dog.") == "A dog."
+    assert paper_strip("(a dog)") == "a dog" and paper_strip("'\"a dog\"'") == "a dog"
+    assert paper_strip("!") == "!" and paper_strip("!!") == ""
 
 
 def test_few_shot_file(tmp_path):

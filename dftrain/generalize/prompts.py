@@ -2,7 +2,10 @@
 
 Two styles:
 - chat (the paper's prompt) for real instruction models: one user message,
-  `Make this caption of an image extremely general (result in less than 5 words): "<caption>"`.
+  `Make this caption of an image extremely general (result in less than 5 words)："<caption>"`,
+  character for character as the paper's openai_api_sample.py has it: a FULL-WIDTH colon (U+FF1A)
+  and no space before the quote; the caption first loses leading and trailing punctuation while it
+  both starts and ends with some, as that script does.
 - few-shot completion, the embedded default: lines `specific => general`, then
   `<caption> =>`; the model continues and is stopped at the newline. SmolLM2-135M echoes
   the caption under the paper's prompt but follows the few-shot pattern.
@@ -15,13 +18,14 @@ cannot copy them again.
 from __future__ import annotations
 
 import hashlib
+import string
 from dataclasses import dataclass
 from importlib import resources
 from pathlib import Path
 
 from dftrain.errors import ConfigError
 
-PAPER_TEMPLATE = 'Make this caption of an image extremely general (result in less than 5 words): "{caption}"'
+PAPER_TEMPLATE = 'Make this caption of an image extremely general (result in less than 5 words)\uff1a"{caption}"'
 STRICT_TEMPLATE = (
     "Describe this image caption in at most {max_words} plain common words. No names, brands, places, "
     'numbers or codes. Answer with the description only, nothing else: "{caption}"'
@@ -84,8 +88,18 @@ class PromptSpec:
 
     def conversations(self, captions: list[str], *, strict: bool = False) -> list[list[dict]]:
         template = STRICT_TEMPLATE if strict else self.template
-        return [[{"role": "user", "content": template.format(caption=_one_line(c), max_words=self.max_words)}]
+        prepare = paper_strip if template == PAPER_TEMPLATE else _one_line
+        return [[{"role": "user", "content": template.format(caption=prepare(c), max_words=self.max_words)}]
                 for c in captions]
+
+
+def paper_strip(caption: str) -> str:
+    """The paper's caption preparation: while the caption starts AND ends with ASCII punctuation,
+    drop the first and the last punctuation character ('"A dog."' -> 'A dog'; 'A dog.' is kept)."""
+    text = _one_line(caption)
+    while len(text) > 1 and text[0] in string.punctuation and text[-1] in string.punctuation:
+        text = text[1:-1]
+    return text
 
 
 def _one_line(caption: str) -> str:
