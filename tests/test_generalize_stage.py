@@ -37,6 +37,7 @@ def answer(caption: str, strict: bool) -> str:
 def run(in_dir, out_dir, backend, **kwargs):
     kwargs.setdefault("score", "off")
     kwargs.setdefault("progress", False)
+    kwargs.setdefault("faithful", False)  # the meaning check has its own tests (test_generalize_faithful.py)
     return generalize_shards(in_dir, out_dir, backend="embedded", backend_instance=backend, rank=kwargs.pop("rank", 0),
                              world_size=kwargs.pop("world_size", 1), **kwargs)
 

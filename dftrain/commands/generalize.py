@@ -32,6 +32,8 @@ def generalize(
     max_input_chars: int = typer.Option(512, help="Captions are cut to this for the prompt "
                                         "(orig_caption keeps the full text)."),
     score: str = typer.Option("auto", help="Generality scores before/after in json: auto | on | off."),
+    faithful: bool = typer.Option(True, "--faithful/--no-faithful", help="Accept an answer only if it keeps a "
+                                  "head noun of the caption (or a WordNet synonym / non-abstract hypernym)."),
     rank: int | None = typer.Option(None, help="This process's rank (default: RANK or SLURM_PROCID, else 0)."),
     world_size: int | None = typer.Option(None, help="Number of ranks (default: WORLD_SIZE or SLURM_NTASKS, "
                                           "else 1)."),
@@ -65,7 +67,8 @@ def generalize(
         shards, out, backend=backend, model=model, backend_options=options, batch_size=batch_size,
         max_words=max_words, fallback=fallback, prompt_template=prompt_template, few_shot=few_shot,
         target_generality=target_generality, rounds=rounds, max_input_chars=max_input_chars, score=score,
-        rank=rank, world_size=world_size, strict=strict, overwrite=overwrite, command=command, progress=progress)
+        rank=rank, world_size=world_size, strict=strict, overwrite=overwrite, command=command, progress=progress,
+        faithful=faithful)
     typer.echo(json.dumps(report.to_dict()))
     if not report.manifest_written:
         typer.echo(f"rank {report.rank}: shards of other ranks are not finished yet; the last rank to finish "

@@ -15,13 +15,15 @@ rejection_reason() says why a cleaned candidate cannot be used (None when it can
                that the original capitalizes mid-sentence ("Obama ...")
   example_echo (few-shot prompts, checked by the generalizer) the answer of a few-shot example
                sharing no word with the caption nor with that example: a guess, not a summary
+  unfaithful   (checked by the generalizer, see faithful.py) no head noun of the original kept,
+               nor a WordNet synonym or non-abstract hypernym of one
 """
 
 from __future__ import annotations
 
 import re
 
-REASONS = ("empty", "refusal", "too_long", "copy", "kept_number", "number", "name", "example_echo")
+REASONS = ("empty", "refusal", "too_long", "copy", "kept_number", "number", "name", "example_echo", "unfaithful")
 
 _PREAMBLE = re.compile(
     r"""^(?:

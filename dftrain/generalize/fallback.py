@@ -5,7 +5,8 @@ numbers and codes (pure functions, no model).
     rule_generalize("A photo of a golden retriever playing in the park")  -> "a golden retriever"
     rule_generalize("2019 ©")                                            -> "an image"
 
-Steps: keep the first clause (before " | ", " - ", ",", ";", "("); drop a leading frame
+With `head_noun` (given by the faithfulness check's parser), that noun is kept whatever the word
+lists say. Steps otherwise: keep the first clause (before " | ", " - ", ",", ";", "("); drop a leading frame
 ("a close-up photo of"); the head phrase runs up to the first preposition, conjunction
 or verb-like word; inside it, names (capitalized words after the first), numbers, codes
 and possessives go; the last two remaining words are kept (English noun phrases end in
@@ -114,12 +115,18 @@ def head_phrase(caption: str) -> list[str]:
     return []
 
 
-def rule_generalize(caption: str, *, max_words: int = 4) -> str:
-    """A short general caption derived from `caption` without a model; never empty."""
+def rule_generalize(caption: str, *, max_words: int = 4, head_noun: str | None = None) -> str:
+    """A short general caption derived from `caption` without a model; never empty.
+
+    `head_noun` (the head of the caption's root noun chunk, from a parser: see faithful.py) is kept:
+    when the word-list heuristic's phrase does not contain it, the result is that noun alone.
+    """
     phrase = head_phrase(caption)
+    phrase = [w.lower() for w in phrase[-2:]]
+    if head_noun and head_noun.lower() not in phrase:
+        phrase = [head_noun.lower()]
     if not phrase:
         return FALLBACK_CAPTION
-    phrase = [w.lower() for w in phrase[-2:]]
     result = _with_article(phrase)
     parts = result.split()
     if len(parts) > max_words:

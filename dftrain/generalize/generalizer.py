@@ -5,7 +5,9 @@
     results[0].caption, results[0].step, results[0].reason     # "running shoes", "llm", None
 
 Every result records which step produced it (`llm`, `retry`, `rule`, `original`, `drop`)
-and, when the first LLM answer was rejected, why (`fallback` reason, see cleaning.py).
+and, when the first LLM answer was rejected, why (`fallback` reason, see cleaning.py; with a
+faithfulness checker also `unfaithful`: the answer kept no head noun of the caption, see
+faithful.py; the rule step then keeps the head noun of the caption's root noun chunk).
 With a scorer and `target_generality`, captions whose generality score stays below the
 target are re-asked up to `rounds` times, feeding the current caption back in; a new
 answer replaces the old one only when it is valid and scores higher.
@@ -64,18 +66,29 @@ def truncate_caption(caption: str, max_chars: int) -> str:
 
 @dataclass
 class Generalized:
-    """One caption's outcome: `caption` None means dropped."""
+    """One caption's outcome: `caption` None means dropped.
+
+    With a faithfulness checker, `faithful` says whether the caption keeps a head noun of the
+    original (None: nothing to check) and `faithful_noun` which one.
+    """
 
     caption: str | None
     step: str
     reason: str | None = None
     rounds: int = 0
+    faithful: bool | None = None
+    faithful_noun: str | None = None
+
+    def with_verdict(self, verdict) -> Generalized:
+        if verdict is not None:
+            self.faithful, self.faithful_noun = verdict.faithful, verdict.noun
+        return self
 
 
 class Generalizer:
     def __init__(self, backend, spec: PromptSpec, *, fallback: Sequence[str] = DEFAULT_FALLBACK,
                  batch_size: int = 32, max_input_chars: int = DEFAULT_MAX_INPUT_CHARS, scorer=None,
-                 target_generality: float | None = None, rounds: int = 2):
+                 target_generality: float | None = None, rounds: int = 2, faithful=None):
         if batch_size < 1:
             raise ConfigError("--batch-size must be >= 1")
         if target_generality is not None and scorer is None:
@@ -88,17 +101,25 @@ class Generalizer:
         self.scorer = scorer
         self.target = target_generality
         self.rounds = rounds
+        self.faithful = faithful  # a faithful.FaithfulChecker, or None (no meaning check)
         self.example_answers = {normalize(general): specific for specific, general in spec.few_shot}
 
     @property
     def max_words(self) -> int:
         return self.spec.max_words
 
-    def _check(self, raw: str, original: str) -> tuple[str, str | None]:
+    def _check(self, raw: str, original: str) -> tuple[str, str | None, object]:
+        """(cleaned answer, rejection reason or None, faithfulness verdict or None)."""
         cleaned, reason = validate(raw, original, max_words=self.max_words)
         if reason is None and echoes_example(cleaned, original, self.example_answers):
             reason = "example_echo"
-        return cleaned, reason
+        return (cleaned, *self._judge(cleaned, original, reason))
+
+    def _judge(self, candidate: str, original: str, reason: str | None) -> tuple[str | None, object]:
+        if reason is not None or self.faithful is None:
+            return reason, None
+        verdict = self.faithful.check(original, candidate)
+        return ("unfaithful" if verdict.faithful is False else None), verdict
 
     def _ask_batched(self, inputs: list[str], *, strict: bool, on_batch: Callable[[list[int]], None] | None = None
                      ) -> list[str]:
@@ -122,11 +143,13 @@ class Generalizer:
         inputs = [truncate_caption(c, self.max_input_chars) for c in captions]
         results: list[Generalized | None] = [None] * len(captions)
         first_reason: list[str | None] = [None] * len(captions)
+        if self.faithful is not None:
+            self.faithful.prepare(list(captions))  # one parse per original caption, batched
 
         for i, raw in enumerate(self._ask_batched(inputs, strict=False, on_batch=on_batch)):
-            cleaned, reason = self._check(raw, captions[i])
+            cleaned, reason, verdict = self._check(raw, captions[i])
             if reason is None:
-                results[i] = Generalized(cleaned, "llm")
+                results[i] = Generalized(cleaned, "llm").with_verdict(verdict)
             first_reason[i] = reason
 
         if "retry" in self.fallback:
@@ -136,20 +159,24 @@ class Generalizer:
             if todo:
                 raws = self._ask_batched([retry_inputs[i] for i in todo], strict=True)
                 for i, raw in zip(todo, raws, strict=True):
-                    cleaned, reason = self._check(raw, captions[i])
+                    cleaned, reason, verdict = self._check(raw, captions[i])
                     if reason is None:
-                        results[i] = Generalized(cleaned, "retry", first_reason[i])
+                        results[i] = Generalized(cleaned, "retry", first_reason[i]).with_verdict(verdict)
 
         for i, result in enumerate(results):
             if result is not None:
                 continue
             if "rule" in self.fallback:
-                candidate = rule_generalize(inputs[i], max_words=self.max_words)
-                if rejection_reason(candidate, captions[i], max_words=self.max_words) is None:
-                    results[i] = Generalized(candidate, "rule", first_reason[i])
+                head = self.faithful.root_noun(captions[i]) if self.faithful is not None else None
+                candidate = rule_generalize(inputs[i], max_words=self.max_words, head_noun=head)
+                reason, verdict = self._judge(
+                    candidate, captions[i], rejection_reason(candidate, captions[i], max_words=self.max_words))
+                if reason is None:
+                    results[i] = Generalized(candidate, "rule", first_reason[i]).with_verdict(verdict)
                     continue
             if "original" in self.fallback:
-                results[i] = Generalized(captions[i], "original", first_reason[i])
+                verdict = self.faithful.check(captions[i], captions[i]) if self.faithful is not None else None
+                results[i] = Generalized(captions[i], "original", first_reason[i]).with_verdict(verdict)
             else:
                 results[i] = Generalized(None, "drop", first_reason[i])
 
@@ -169,8 +196,9 @@ class Generalizer:
                 break
             raws = self._ask_batched([results[i].caption for i in low], strict=True)
             candidates = {}
+            verdicts = {}
             for i, raw in zip(low, raws, strict=True):
-                cleaned, reason = self._check(raw, captions[i])
+                cleaned, reason, verdicts[i] = self._check(raw, captions[i])
                 if reason is None and cleaned.lower() != results[i].caption.lower():
                     candidates[i] = cleaned
             if not candidates:
@@ -181,7 +209,7 @@ class Generalizer:
                     # Re-asking uses the strict prompt: a caption that came from the rule or the
                     # original before now comes from a (strict) LLM answer, i.e. the retry step.
                     step = results[i].step if results[i].step in ("llm", "retry") else "retry"
-                    results[i] = Generalized(text, step, results[i].reason, round_number)
+                    results[i] = Generalized(text, step, results[i].reason, round_number).with_verdict(verdicts[i])
                     scores[i] = score["generality"]
         log.debug("target generality %.2f: %d of %d captions below after re-asking", self.target,
                   sum(scores[i] < self.target for i in kept), len(kept))

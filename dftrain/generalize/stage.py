@@ -2,8 +2,9 @@
 
 One output shard per input shard, same name and sample keys; `jpg` (and every other
 field) copied byte for byte, `txt` replaced by the generalized caption, `json` extended
-with orig_caption, generalized_caption, llm, fallback, fallback_step and (when the
-score module is available) generality_before / generality_after.
+with orig_caption, generalized_caption, llm, fallback, fallback_step, (when the
+score module is available) generality_before / generality_after and (with the faithfulness
+check, on by default) faithful / faithful_noun.
 
 Resume and several ranks (nodes):
 - rank r of w takes input shards i with i % w == r;
@@ -71,12 +72,13 @@ class StageSettings:
     target_generality: float | None = None
     rounds: int = 0
     limits: dict[str, int] | None = None  # the shard limits decide which samples are read
+    faithful: bool = False
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.model, "prompt_hash": self.prompt_hash,
                 "fallback": list(self.fallback), "max_words": self.max_words,
                 "max_input_chars": self.max_input_chars, "target_generality": self.target_generality,
-                "rounds": self.rounds, "limits": self.limits}
+                "rounds": self.rounds, "limits": self.limits, "faithful": self.faithful}
 
 
 @dataclass
@@ -120,7 +122,8 @@ def _read_shard(tar: Path, strict: bool):
     return samples, stats
 
 
-def _output_sample(sample: dict, result, llm: dict, before: float | None, after: float | None) -> dict:
+def _output_sample(sample: dict, result, llm: dict, before: float | None, after: float | None,
+                   faithful: bool = False) -> dict:
     out = {k: v for k, v in sample.items() if k == "__key__" or not k.startswith("__")}
     meta = dict(out.get("json") or {})
     meta.update({
@@ -134,6 +137,8 @@ def _output_sample(sample: dict, result, llm: dict, before: float | None, after:
     })
     if result.rounds:
         meta["generality_rounds"] = result.rounds
+    if faithful:
+        meta["faithful"], meta["faithful_noun"] = result.faithful, result.faithful_noun
     out["json"] = meta
     out["txt"] = result.caption
     return out
@@ -170,7 +175,8 @@ def generalize_shard(tar: Path, out_path: Path, generalizer: Generalizer, *, llm
         if result.caption is None:
             dropped.append(sample["__key__"])
             continue
-        written.append(_output_sample(sample, result, llm, before.get(sample["txt"]), after.get(result.caption)))
+        written.append(_output_sample(sample, result, llm, before.get(sample["txt"]), after.get(result.caption),
+                                      faithful=generalizer.faithful is not None))
     for key in dropped[:20]:
         log.warning("%s: sample %s dropped (LLM output rejected, --fallback ends in drop)", tar.name, key)
     if on_samples and stats.total_skipped:
@@ -187,6 +193,9 @@ def generalize_shard(tar: Path, out_path: Path, generalizer: Generalizer, *, llm
         "unique_captions": len(unique),
         "steps": dict(steps),
         "fallback_reasons": dict(Counter(r.reason for r in results.values() if r.reason)),
+        "faithful": ({str(k).lower(): v for k, v in Counter(r.faithful for r in results.values()
+                                                            if r.caption is not None).items()}
+                     if generalizer.faithful is not None else None),
         "skipped": dict(stats.skipped),
         "skipped_keys": [list(p) for p in stats.problems[:1000]],
         "dropped_keys": dropped[:1000],
@@ -303,7 +312,8 @@ def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str =
                       few_shot: str | Path | None = None, target_generality: float | None = None, rounds: int = 2,
                       max_input_chars: int = 512, score: str = "auto", rank: int | None = None,
                       world_size: int | None = None, strict: bool = False, overwrite: bool = False,
-                      command: str = "", progress: bool = True, backend_instance=None) -> StageReport:
+                      command: str = "", progress: bool = True, backend_instance=None,
+                      faithful: bool = True, spacy_model: str | None = None) -> StageReport:
     """The whole stage from plain options (what `dftrain generalize` calls).
 
     `backend_instance` replaces loading a backend by name (tests, embedding in other code).
@@ -331,18 +341,23 @@ def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str =
     settings = StageSettings(backend=backend, model=str(model) if model else "default", prompt_hash=spec.hash(),
                              fallback=chain, max_words=max_words, max_input_chars=max_input_chars,
                              target_generality=target_generality, rounds=rounds if target_generality else 0,
-                             limits=current_limits().to_dict())
+                             limits=current_limits().to_dict(), faithful=faithful)
     if backend_instance is not None:
         model_id = model_identity(stand_in=f"{backend_instance.name}:{backend_instance.model_id}")
     else:
         # The weights are hashed without loading them (the default transformers/vllm model is the
         # embedded one, converted from its GGUF file).
         model_id = model_identity(Path(model) if model else find_embedded_gguf())
+    checker = None
+    if faithful:  # before any model loads: a missing spaCy model or WordNet is a one-line error
+        from dftrain.generalize.faithful import load_checker
+
+        checker = load_checker(spacy_model)
 
     def make_generalizer() -> Generalizer:
         engine = backend_instance or load_backend(backend, model, **(backend_options or {}))
         return Generalizer(engine, spec, fallback=chain, batch_size=batch_size, max_input_chars=max_input_chars,
-                           scorer=scorer, target_generality=target_generality, rounds=rounds)
+                           scorer=scorer, target_generality=target_generality, rounds=rounds, faithful=checker)
 
     return run_stage(in_dir, out_dir, settings=settings, make_generalizer=make_generalizer, model_id=model_id,
                      scorer=scorer, rank=info.rank, world_size=info.world_size, strict=strict, overwrite=overwrite,

@@ -1,0 +1,132 @@
+"""Faithful generalization: an answer must keep a head noun of the caption (or a WordNet synonym or
+non-abstract hypernym of one); otherwise the fallback chain goes on, and the rule step keeps the
+head noun of the caption's root noun chunk. Real spaCy (with its parser) and WordNet."""
+
+import pytest
+from generalize_helpers import ScriptedBackend, read_folder, write_input_shards
+from score_helpers import score_cache_dir  # noqa: F401 (fixture)
+
+from dftrain.generalize.fallback import rule_generalize
+from dftrain.generalize.faithful import load_checker
+from dftrain.generalize.generalizer import Generalizer
+from dftrain.generalize.prompts import make_prompt_spec
+from dftrain.generalize.stage import generalize_shards
+
+
+@pytest.fixture(scope="module")
+def checker(score_cache_dir):  # noqa: F811 (fixture from score_helpers)
+    with pytest.MonkeyPatch.context() as mp:
+        mp.setenv("DFTRAIN_CACHE", str(score_cache_dir))
+        mp.delenv("NLTK_DATA", raising=False)
+        yield load_checker()
+
+
+# (original caption, candidate, faithful, noun kept, relation)
+CASES = [
+    # kept: the head noun itself (also inflected, also as part of a compound)
+    ("Tote bag with Van Gogh Starry Night print", "a canvas bag", True, "bag", "same"),
+    ("Nike Air Max 90 running shoes in red, size 10", "a shoe", True, "shoes", "same"),
+    ("Eiffel Tower at sunset, Paris, France, July 2018", "a tower at sunset", True, "tower", "same"),
+    # a WordNet synonym
+    ("Tote bag with Van Gogh Starry Night print", "a tote", True, "bag", "synonym"),
+    # a hypernym kept (instance hypernyms too)
+    ("A photo of a golden retriever playing in the park", "a dog", True, "retriever", "hypernym"),
+    ("Le Creuset 5.5 qt enameled cast iron Dutch oven, cerise", "a red pot", True, "oven", "hypernym"),
+    ("Nike Air Max 90 running shoes in red, size 10", "footwear", True, "shoes", "hypernym"),
+    ("Eiffel Tower at sunset, Paris, France, July 2018", "a city", True, "paris", "hypernym"),
+    ("Man riding a horse on the beach", "a person", True, "man", "hypernym"),
+    # a top-level abstraction is rejected, though a hypernym
+    ("Tote bag with Van Gogh Starry Night print", "an object", False, None, None),
+    ("Nike Air Max 90 running shoes in red, size 10", "an item", False, None, None),
+    ("A photo of a golden retriever playing in the park", "a thing", False, None, None),
+    ("Le Creuset 5.5 qt enameled cast iron Dutch oven, cerise", "an artifact", False, None, None),
+    # the wrong object is rejected (the issue's examples)
+    ("Tote bag with Van Gogh Starry Night print", "a t-shirt", False, None, None),
+    ("Stretched canvas print of Monet Water Lilies 24x36", "a dress", False, None, None),
+    ("Le Creuset 5.5 qt enameled cast iron Dutch oven, cerise", "a metal", False, None, None),
+    ("A photo of a golden retriever playing in the park", "a cat", False, None, None),
+    # a name WordNet does not know: checked through its entity type
+    ("Barack Obama speaking at the White House on January 20, 2009", "a man giving a speech", True, "obama",
+     "entity_type"),
+    ("Barack Obama speaking at the White House on January 20, 2009", "a lion", False, None, None),
+    # nothing to check (a brand and a model name): any valid answer stands
+    ("Apple iPhone 13 Pro Max 256GB", "a phone", None, None, None),
+]
+
+
+@pytest.mark.parametrize("original, candidate, faithful, noun, relation", CASES)
+def test_hand_picked_cases(checker, original, candidate, faithful, noun, relation):
+    verdict = checker.check(original, candidate)
+    assert (verdict.faithful, verdict.noun, verdict.relation) == (faithful, noun, relation)
+
+
+@pytest.mark.parametrize("caption, root", [
+    ("Tote bag with Van Gogh Starry Night print", "bag"),
+    ("Le Creuset 5.5 qt enameled cast iron Dutch oven, cerise", "oven"),  # verb misparse, name subject
+    ("A photo of a golden retriever playing in the park", "retriever"),  # past the frame noun
+    ("Eiffel Tower at sunset, Paris, France, July 2018", "tower"),  # a capitalized common noun
+    ("Man riding a horse on the beach", "man"),
+    ("Pantomine - Driftwood 4 Piece Sectional", "sectional"),
+    ("Oil painting by Claude Monet of water lilies", "painting"),
+    ("Mount Fuji in Japan, 2019", "place"),  # a typed name (LOC) -> its type word
+    ("Barack Obama speaking at the White House on January 20, 2009", "person"),  # a typed name
+    ("Samsung Galaxy S21 Ultra 5G", None),  # a model name, not the galaxy
+])
+def test_root_noun_of_the_root_noun_chunk(checker, caption, root):
+    assert checker.root_noun(caption) == root
+
+
+def test_rule_step_keeps_the_root_noun():
+    # the word-list heuristic alone takes a phrase without the object here
+    # the word-list heuristic alone takes a phrase without the object in these
+    assert rule_generalize("Pantomine - Driftwood 4 Piece Sectional") == "a pantomine"
+    assert rule_generalize("Pantomine - Driftwood 4 Piece Sectional", head_noun="sectional") == "a sectional"
+    assert rule_generalize("Oil painting by Claude Monet of water lilies") == "an oil"
+    assert rule_generalize("Oil painting by Claude Monet of water lilies", head_noun="painting") == "a painting"
+    # a heuristic phrase that already holds the noun is kept as it is
+    assert rule_generalize("Nike Air Max 90 running shoes, size 10", head_noun="shoes") == "running shoes"
+
+
+def test_generalizer_rejects_unfaithful_answers_and_falls_back(checker):
+    wrong = {"Tote bag with Van Gogh Starry Night print": "a t-shirt",
+             "Le Creuset 5.5 qt enameled cast iron Dutch oven, cerise": "a metal",
+             "A photo of a golden retriever playing in the park": "a dog on grass",
+             "Barack Obama speaking at the White House on January 20, 2009": "a man speaking"}
+    def answer(caption, strict):  # the stricter retry (fed the caption without names) gets the bag right
+        if strict:
+            return "a bag" if caption.startswith("Tote bag") else "a metal"
+        return wrong[caption]
+
+    backend = ScriptedBackend(answer)
+    spec = make_prompt_spec("vllm")
+    results = Generalizer(backend, spec, faithful=checker).generalize(list(wrong))
+    got = [(r.caption, r.step, r.reason, r.faithful, r.faithful_noun) for r in results]
+    assert got == [
+        ("a bag", "retry", "unfaithful", True, "bag"),
+        ("an iron oven", "rule", "unfaithful", True, "oven"),
+        ("a dog on grass", "llm", None, True, "retriever"),
+        ("a man speaking", "llm", None, True, "obama"),
+    ]
+    # without the checker the wrong objects pass, as before
+    plain = Generalizer(ScriptedBackend(lambda caption, strict: wrong[caption]), spec).generalize(list(wrong))
+    assert [r.caption for r in plain] == list(wrong.values()) and all(r.faithful is None for r in plain)
+
+
+def test_stage_records_faithfulness_per_sample(checker, tmp_path, score_cache_dir, monkeypatch):  # noqa: F811
+    monkeypatch.setenv("DFTRAIN_CACHE", str(score_cache_dir))
+    captions = ["Tote bag with Van Gogh Starry Night print", "Man riding a horse on the beach"]
+    in_dir = write_input_shards(tmp_path / "in", [captions])
+    backend = ScriptedBackend(lambda caption, strict: "a t-shirt" if "Tote" in caption else "a person riding")
+    report = generalize_shards(in_dir, tmp_path / "out", backend="vllm", backend_instance=backend, score="off",
+                               progress=False, fallback="rule,original")
+    assert report.samples_out == 2
+    rows = {s["json"]["orig_caption"]: s["json"] for s in read_folder(tmp_path / "out").values()}
+    tote, rider = rows[captions[0]], rows[captions[1]]
+    assert (tote["generalized_caption"], tote["fallback"], tote["fallback_step"]) == ("a bag", "unfaithful", "rule")
+    assert (tote["faithful"], tote["faithful_noun"]) == (True, "bag")
+    assert (rider["generalized_caption"], rider["faithful"], rider["faithful_noun"]) == ("a person riding", True, "man")
+    # --no-faithful: no meaning check, nothing recorded, and the settings differ (no silent reuse)
+    generalize_shards(in_dir, tmp_path / "plain", backend="vllm", backend_instance=backend, score="off",
+                      progress=False, fallback="rule,original", faithful=False)
+    plain = {s["json"]["orig_caption"]: s["json"] for s in read_folder(tmp_path / "plain").values()}
+    assert plain[captions[0]]["generalized_caption"] == "a t-shirt" and "faithful" not in plain[captions[0]]
