@@ -10,6 +10,7 @@ import typer
 from dftrain.commands import (
     compare,
     demo,
+    detect,
     env,
     evaluate,
     export,
@@ -74,7 +75,7 @@ app.add_typer(shard.app, name="shard", help="Build, validate and inspect webdata
 app.add_typer(model.app, name="model", help="Build the embedded tiny Stable-Diffusion-shaped model.")
 
 # Single-command stages, in pipeline order.
-for module in (score, generalize, precompute, train, export, generate, evaluate, compare, demo, reproduce, env):
+for module in (score, generalize, precompute, train, export, generate, evaluate, detect, compare, demo, reproduce, env):
     app.registered_commands.extend(module.app.registered_commands)
 
 
