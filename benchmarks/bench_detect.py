@@ -48,12 +48,14 @@ def measure_model(pipeline: Path, eval_dir: Path, groups: dict, steps: int, guid
     prompts = list(labels)
     pipe = load_pipeline(pipeline, "cpu", "fp32")
     result = {"prompts": len(prompts), "copy_prompts": sum(v["copy"] for v in labels.values()),
-              "own_prompts": sum(v["own"] for v in labels.values()), "copy_threshold": threshold, "auc": {}}
+              "own_prompts": sum(v["own"] for v in labels.values()), "copy_threshold": threshold, "auc": {},
+              "rows": {}}
     for k in FIRST_STEPS:
         started = time.perf_counter()
         rows = score_prompts(pipe, prompts, DetectOptions(steps=steps, first_steps=min(k, steps), generations=4,
                                                           guidance=guidance, batch_size=16))
         scores = [r["score"] for r in rows]
+        result["rows"][f"first_{k}"] = [[sc, labels[p]["copy"], labels[p]["own"]] for sc, p in zip(scores, prompts, strict=True)]
         result["auc"][f"first_{k}"] = {
             "copy": roc_auc(scores, [labels[p]["copy"] for p in prompts]),
             "own": roc_auc(scores, [labels[p]["own"] for p in prompts]),
@@ -92,10 +94,22 @@ def main(quick: bool = False, reproduce: str | Path = "runs/reproduce") -> dict:
         if not (eval_dir / "matches.jsonl").is_file():
             continue
         result["models"][f"{variant}/{seed}"] = measure_model(pipeline, eval_dir, groups, steps, guidance)
-        print(variant, seed, json.dumps(result["models"][f"{variant}/{seed}"]), flush=True)
+        print(variant, seed, json.dumps({k: v for k, v in result["models"][f"{variant}/{seed}"].items()
+                                         if k != "rows"}), flush=True)
+    from dftrain.evaluate.detect import roc_auc
+
     result["mean_auc"] = {
         k: {label: _mean(m["auc"][f"first_{k}"][label] for m in result["models"].values()) for label in ("copy", "own")}
         for k in FIRST_STEPS}
+    # every (model, prompt) pair together: is this prompt memorized by this model (same architecture,
+    # same prompts, models that copy a lot and models that copy little)
+    pooled = {}
+    for k in FIRST_STEPS:
+        rows = [r for m in result["models"].values() for r in m["rows"][f"first_{k}"]]
+        pooled[k] = {"pairs": len(rows), "copy": roc_auc([r[0] for r in rows], [r[1] for r in rows]),
+                     "own": roc_auc([r[0] for r in rows], [r[2] for r in rows])}
+        pooled[k] = {key: round(v, 3) if isinstance(v, float) else v for key, v in pooled[k].items()}
+    result["pooled_auc"] = pooled
     _save(result)
     return result
 
@@ -103,7 +117,7 @@ def main(quick: bool = False, reproduce: str | Path = "runs/reproduce") -> dict:
 def _save(result: dict) -> None:
     RESULTS.mkdir(parents=True, exist_ok=True)
     (RESULTS / "detect.json").write_text(json.dumps(result, indent=2) + "\n")
-    print(json.dumps(result.get("mean_auc", result), indent=2))
+    print(json.dumps({k: result[k] for k in ("mean_auc", "pooled_auc", "skipped") if k in result}, indent=2))
 
 
 if __name__ == "__main__":

@@ -37,10 +37,11 @@ def _singular(word: str) -> str:
 
 def keeps_by_hand(output: str | None, keep: list[str]) -> bool:
     """True when a word (or two adjacent words joined by "_") of the output is a hand-labelled one."""
+    from dftrain.generalize.faithful import candidate_words
+
     if not output:
         return False
-    tokens = [t.strip(".,;:!?\"'").lower() for t in output.replace("-", " ").split()]
-    candidates = tokens + [f"{a}_{b}" for a, b in zip(tokens, tokens[1:])]
+    candidates = candidate_words(output)
     wanted = {_singular(k.lower()) for k in keep} | {k.lower() for k in keep}
     return any(c in wanted or _singular(c) in wanted for c in candidates)
 

@@ -6,8 +6,8 @@ import pytest
 from generalize_helpers import ScriptedBackend, read_folder, write_input_shards
 from score_helpers import score_cache_dir  # noqa: F401 (fixture)
 
-from dftrain.generalize.fallback import rule_generalize
 from dftrain.generalize.faithful import load_checker
+from dftrain.generalize.fallback import rule_generalize
 from dftrain.generalize.generalizer import Generalizer
 from dftrain.generalize.prompts import make_prompt_spec
 from dftrain.generalize.stage import generalize_shards

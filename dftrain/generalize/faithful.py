@@ -181,7 +181,7 @@ class NounRelations:
 def candidate_words(candidate: str) -> list[str]:
     """Lower-cased content words of a candidate, then adjacent pairs as compounds ("running_shoes")."""
     tokens = [w.lower() for w in words(candidate) if w.lower() not in _SKIP_WORDS]
-    return tokens + [f"{a}_{b}" for a, b in zip(tokens, tokens[1:])]
+    return tokens + [f"{a}_{b}" for a, b in zip(tokens, tokens[1:], strict=False)]
 
 
 def judge(candidate: str, heads: list[HeadNoun], relations: NounRelations, root: str | None = None) -> Verdict:
