@@ -15,6 +15,7 @@ CAPTIONS = [["a red car on a street", "a cat on a sofa"], ["Mount Fuji in Japan,
 def run(in_dir, out_dir, backend, **kwargs):
     kwargs.setdefault("score", "off")
     kwargs.setdefault("progress", False)
+    kwargs.setdefault("faithful", False)  # reuse is tested here; the meaning check has its own tests
     return generalize_shards(in_dir, out_dir, backend="embedded", backend_instance=backend, rank=kwargs.pop("rank", 0),
                              world_size=kwargs.pop("world_size", 1), **kwargs)
 
