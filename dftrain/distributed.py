@@ -60,6 +60,19 @@ def split_for_rank(items: Sequence[T], rank: int, world_size: int) -> list[T]:
     return list(items[rank::world_size])
 
 
+def all_reduce_numbers(dist, values: Sequence[float], *, op, device) -> list[float]:
+    """All-reduce a few numbers across ranks, as float64 on `device`.
+
+    DeepSpeed's process group on CUDA is NCCL-only: a tensor left on the CPU there fails with
+    "No backend type associated with device type cpu". Pass the device the engine trains on.
+    """
+    import torch
+
+    tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
+    dist.all_reduce(tensor, op=op)
+    return tensor.cpu().tolist()
+
+
 def split_local_rank(argv: list[str]) -> tuple[list[str], str | None]:
     """Remove `--local_rank=N` / `--local-rank N` from argv; return (rest, N)."""
     rest, value, i = [], None, 0

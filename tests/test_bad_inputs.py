@@ -23,6 +23,7 @@ import numpy as np
 import pytest
 from generalize_helpers import build_tiny_lm, write_input_shards
 from PIL import Image
+from process_helpers import run_group
 from shards_helpers import (
     jpeg_claiming,
     make_jpeg,
@@ -467,8 +468,8 @@ def _run(run: Run, tmp: Path) -> subprocess.CompletedProcess:
                "print(f'maxrss_kib={resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss}', file=sys.stderr)\n"
                "sys.exit(code)\n")
     env = {**os.environ, "DFTRAIN_CACHE": str(tmp / "cache"), **run.env}
-    return subprocess.run([sys.executable, "-c", wrapper, *run.prefix, sys.executable, *command],
-                          capture_output=True, text=True, env=env, timeout=300, cwd=tmp)
+    return run_group([sys.executable, "-c", wrapper, *run.prefix, sys.executable, *command],
+                     env=env, timeout=300, cwd=tmp)
 
 
 @pytest.mark.parametrize("row", ROWS, ids=[row.__name__ for row in ROWS])

@@ -2,10 +2,10 @@
 and a re-run reuses what finished."""
 
 import json
-import subprocess
 import sys
 
 import pytest
+from process_helpers import run_group
 
 from dftrain.demo import PROFILES, VARIANTS, build_stages
 from dftrain.errors import ConfigError
@@ -46,10 +46,11 @@ def test_failed_stage_reports_its_log_and_is_not_marked_done(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.multiproc
+@pytest.mark.timeout(1500)
 def test_demo_runs_end_to_end_and_resumes(tmp_path):
     out = tmp_path / "demo"
     cmd = [sys.executable, "-m", "dftrain", "demo", "--profile", "ci", "--out", str(out), "--ranks", "2"]
-    first = subprocess.run(cmd, capture_output=True, text=True, timeout=1200)
+    first = run_group(cmd, timeout=1200)
     assert first.returncode == 0, first.stderr[-3000:]
 
     report = (out / "report.md").read_text()
@@ -67,7 +68,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
              if line.startswith("| original") or line.startswith("| generalized")}
     assert means["generalized"] > means["original"]
 
-    again = subprocess.run(cmd, capture_output=True, text=True, timeout=600)
+    again = run_group(cmd, timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
     reused_lines = [line for line in again.stderr.splitlines() if ": reused (finished earlier" in line]
     assert len(reused_lines) == len(build_stages(out, profile="ci"))

@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 import yaml
+from process_helpers import run_group
 
 REPO = Path(__file__).resolve().parents[1]
 
@@ -35,11 +36,12 @@ def _reproduce(exp: Path, out: Path) -> subprocess.CompletedProcess:
     env = {**os.environ, "OMP_NUM_THREADS": "1", "DS_ACCELERATOR": "cpu", "PYTHONPATH": str(REPO)}
     for key in ("RANK", "WORLD_SIZE", "LOCAL_RANK", "MASTER_ADDR", "MASTER_PORT"):
         env.pop(key, None)
-    return subprocess.run([sys.executable, "-m", "dftrain", "reproduce", "--config", str(exp), "--out", str(out)],
-                          cwd=REPO, env=env, capture_output=True, text=True, timeout=900)
+    return run_group([sys.executable, "-m", "dftrain", "reproduce", "--config", str(exp), "--out", str(out)],
+                     cwd=REPO, env=env, timeout=900)
 
 
 @pytest.mark.multiproc
+@pytest.mark.timeout(1500)
 def test_reproduce_end_to_end_and_resume(tmp_path):
     exp = tmp_path / "ci.yaml"
     exp.write_text(yaml.safe_dump(TINY_EXPERIMENT))

@@ -8,6 +8,7 @@ import time
 
 import pytest
 import torch
+from process_helpers import kill_group, start_group
 from train_helpers import (
     REPO,
     cpu_env,
@@ -84,8 +85,8 @@ def test_zero3_sigkill_of_a_rank_then_resume(assets, tmp_path):
     out = tmp_path / "z3"
     args = train_args(assets, out, "--zero-stage", "3", "--precision", "fp32", "--checkpoint-every", "2",
                       "--ema", "--ema-decay", "0", "--fusion", "dual", "--caption-fusion", "tail_add")
-    launcher = subprocess.Popen(torchrun_cmd(2, *args, "--steps", "400"), env=cpu_env(), cwd=REPO,
-                                stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
+    launcher = start_group(torchrun_cmd(2, *args, "--steps", "400"), env=cpu_env(), cwd=REPO,
+                           stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline:
@@ -103,9 +104,7 @@ def test_zero3_sigkill_of_a_rank_then_resume(assets, tmp_path):
         os.kill(pid, signal.SIGKILL)
         launcher.wait(timeout=120)
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        kill_group(launcher)
     assert launcher.returncode != 0
     ckpt_dir, tag = ckpt.resolve_checkpoint(out)
     killed_at = ckpt.step_of_tag(tag)
@@ -138,8 +137,9 @@ def test_sigterm_saves_a_checkpoint_and_stops(assets, tmp_path):
     out = tmp_path / "term"
     args = train_args(assets, out, "--zero-stage", "2", "--precision", "fp32", "--checkpoint-every", "1000",
                       "--steps", "1000", "--fusion", "latent")
-    launcher = subprocess.Popen(torchrun_cmd(2, *args), env=cpu_env(), cwd=REPO,
-                                stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    extensions = tmp_path / "torch_extensions"  # where DeepSpeed would JIT-build its ops
+    launcher = start_group(torchrun_cmd(2, *args), env=cpu_env(TORCH_EXTENSIONS_DIR=str(extensions)), cwd=REPO,
+                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and not ((out / "metrics.jsonl").is_file() and len(read_metrics(out)) >= 2):
@@ -148,11 +148,11 @@ def test_sigterm_saves_a_checkpoint_and_stops(assets, tmp_path):
         launcher.send_signal(signal.SIGTERM)
         output, _ = launcher.communicate(timeout=120)
     finally:
-        if launcher.poll() is None:
-            launcher.kill()
-            launcher.wait()
+        kill_group(launcher)
     assert "stopped by SIGTERM at step" in output, output[-3000:]
     ckpt_dir, tag = ckpt.resolve_checkpoint(out)
     stopped_at = ckpt.step_of_tag(tag)
     assert 2 <= stopped_at < 1000  # saved at the stop, not at a --checkpoint-every multiple
     assert not (out / "pipeline").exists()  # an interrupted run does not export
+    # CPU ranks do not compile DeepSpeed's shared-memory all-reduce (a killed compile's lock hung later runs)
+    assert not list(extensions.rglob("deepspeed_shm_comm*")), sorted(extensions.rglob("*"))

@@ -11,6 +11,8 @@ import subprocess
 import sys
 from pathlib import Path
 
+from process_helpers import run_group
+
 REPO = Path(__file__).resolve().parents[1]
 PYTHON = sys.executable
 RESOLUTION = 32
@@ -94,7 +96,7 @@ def torchrun_cmd(nproc: int, *train_args: str) -> list[str]:
 
 
 def run(cmd: list[str], timeout: float = 240, **extra_env: str) -> subprocess.CompletedProcess:
-    return subprocess.run(cmd, env=cpu_env(**extra_env), cwd=REPO, capture_output=True, text=True, timeout=timeout)
+    return run_group(cmd, env=cpu_env(**extra_env), cwd=REPO, timeout=timeout)
 
 
 def read_metrics(run_dir: Path) -> list[dict]:

@@ -36,6 +36,25 @@ def ensure_launch_env() -> None:
             env["DS_ACCELERATOR"] = "cpu"  # also silences DeepSpeed's fallback warning
 
 
+SHM_COMM_OP = "deepspeed_shm_comm"
+
+
+def skip_cpu_shm_comm() -> None:
+    """Keep DeepSpeed from JIT-building its shared-memory all-reduce when ranks run on the CPU.
+
+    DeepSpeed's CPU accelerator compiles `deepspeed_shm_comm` with g++ at every process group's
+    start (about 35 s on 2 cores the first time, into ~/.cache/torch_extensions); only its
+    inference all-reduce uses it, training reduces through gloo. A rank killed while compiling
+    leaves the build lock behind, and every later CPU run then waits on that lock forever. The
+    op list is computed once per process and DeepSpeed keeps edits to it.
+    """
+    if os.environ.get("DS_ACCELERATOR") != "cpu":
+        return
+    import deepspeed.ops
+
+    deepspeed.ops.__compatible_ops__[SHM_COMM_OP] = False
+
+
 def device_for_local_rank():
     import torch
 

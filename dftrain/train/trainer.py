@@ -18,10 +18,16 @@ from typing import Any
 
 import torch
 
+from dftrain.distributed import all_reduce_numbers
 from dftrain.errors import DftrainError
 from dftrain.train import checkpoint as ckpt
 from dftrain.train.config import TrainConfig, summary_lines, validate
-from dftrain.train.environment import device_for_local_rank, ensure_launch_env, peak_memory_bytes
+from dftrain.train.environment import (
+    device_for_local_rank,
+    ensure_launch_env,
+    peak_memory_bytes,
+    skip_cpu_shm_comm,
+)
 from dftrain.train.schedule import lr_factor
 
 log = logging.getLogger("dftrain.train")
@@ -124,10 +130,9 @@ class GracefulStop:
     def _handle(self, signum, frame) -> None:
         self.requested = True
 
-    def agreed(self, dist) -> bool:
-        flag = torch.tensor([1 if self.requested else 0])
-        dist.all_reduce(flag, op=dist.ReduceOp.MAX)
-        self.requested_by_any = bool(flag.item())
+    def agreed(self, dist, device) -> bool:
+        (flag,) = all_reduce_numbers(dist, [1 if self.requested else 0], op=dist.ReduceOp.MAX, device=device)
+        self.requested_by_any = flag > 0
         return self.requested_by_any
 
     def restore(self) -> None:
@@ -179,6 +184,7 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
     from dftrain.train.ema import LocalEMA
     from dftrain.train.models import default_resolution, load_components
 
+    skip_cpu_shm_comm()
     deepspeed.init_distributed(verbose=False)
     rank, world = dist.get_rank(), dist.get_world_size()
     is_main = rank == 0
@@ -305,21 +311,21 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
             window_samples += step_samples
             if state.step % cfg.log_every == 0 or state.step == cfg.steps:
                 steps_in_window = window_samples // step_samples
-                mean_loss = torch.tensor([window_loss / steps_in_window])
-                dist.all_reduce(mean_loss)
+                (loss_sum,) = all_reduce_numbers(dist, [window_loss / steps_in_window], op=dist.ReduceOp.SUM,
+                                                 device=device)
                 elapsed = time.perf_counter() - window_start
-                memory = torch.tensor([peak_memory_bytes(device)], dtype=torch.float64)
-                dist.all_reduce(memory, op=dist.ReduceOp.MAX)
+                (memory_max,) = all_reduce_numbers(dist, [peak_memory_bytes(device)], op=dist.ReduceOp.MAX,
+                                                   device=device)
                 record = {
                     "step": state.step,
-                    "loss": mean_loss.item() / world,
+                    "loss": loss_sum / world,
                     "lr": engine.get_lr()[0],
                     "samples_per_s": window_samples / elapsed if elapsed > 0 else 0.0,
                     "step_time_s": elapsed / steps_in_window,
                     # CPU seconds of this process per step: robust to other jobs sharing the machine
                     "step_cpu_s": (time.process_time() - window_cpu) / steps_in_window,
                     "memory_bytes": peak_memory_bytes(device),  # rank 0
-                    "memory_bytes_max_rank": int(memory.item()),
+                    "memory_bytes_max_rank": int(memory_max),
                     "samples": state.samples,
                     "epoch": stream.position.epoch,
                 }
@@ -335,7 +341,7 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
                 # checkpoint time is not training time: keep it out of samples/s
                 window_start += time.perf_counter() - save_start
                 window_cpu += time.process_time() - save_cpu
-            if stop.agreed(dist):
+            if stop.agreed(dist, device):
                 break
         if last_saved != state.step:
             save(state.step)
