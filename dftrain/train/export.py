@@ -19,6 +19,7 @@ import torch
 from dftrain.errors import DftrainError
 from dftrain.train import checkpoint as ckpt
 from dftrain.train.models import default_resolution
+from dftrain.train.safe_load import load_checkpoint_file, weights_only_loading
 
 log = logging.getLogger("dftrain.train")
 
@@ -29,12 +30,13 @@ def consolidated_unet_state(ckpt_dir: Path, tag: str, zero_stage: int) -> dict[s
     if zero_stage >= 1:
         from deepspeed.utils.zero_to_fp32 import get_fp32_state_dict_from_zero_checkpoint
 
-        state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag)
+        with weights_only_loading():
+            state = get_fp32_state_dict_from_zero_checkpoint(str(ckpt_dir), tag)
     else:
         path = ckpt_dir / tag / "mp_rank_00_model_states.pt"
         if not path.is_file():
             raise DftrainError(f"{path} missing: incomplete checkpoint")
-        state = torch.load(path, map_location="cpu", weights_only=False)["module"]  # our own file
+        state = load_checkpoint_file(path)["module"]
     return {k: v.float() for k, v in state.items()}
 
 

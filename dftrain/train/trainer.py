@@ -28,6 +28,7 @@ from dftrain.train.environment import (
     peak_memory_bytes,
     skip_cpu_shm_comm,
 )
+from dftrain.train.safe_load import weights_only_loading
 from dftrain.train.schedule import lr_factor
 
 log = logging.getLogger("dftrain.train")
@@ -237,7 +238,8 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
         resume_point = ckpt.resolve_checkpoint(cfg.resume)
     if resume_point is not None:
         load_dir, tag = resume_point
-        _, client = engine.load_checkpoint(str(load_dir), tag)
+        with weights_only_loading():  # a --resume PATH from elsewhere must not run code
+            _, client = engine.load_checkpoint(str(load_dir), tag)
         if client is None:
             raise DftrainError(f"could not load checkpoint {load_dir / tag}")
         saved_world = client["world_size"]
