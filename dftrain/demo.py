@@ -78,6 +78,7 @@ def build_stages(out: Path, profile: str = "default", ranks: int = 2, zero_confi
         evaluation = out / "eval" / name
         train_args = ["train", "--model", str(model), "--shards", str(caption_dirs[captions]),
                       "--objects", str(objects), "--fusion", fusion, "--out", str(run),
+                      "--overwrite",  # a stage that runs again (interrupted, or its inputs changed) starts over
                       "--steps", str(s.steps), "--micro-batch-size", str(s.batch_size),
                       # the paper's 5e-6 with 5,000 warm-up steps fine-tunes a pretrained SD; the tiny
                       # model starts from random weights and needs a larger rate to learn in minutes

@@ -175,7 +175,8 @@ def chain_stages(experiment: Experiment, layout: Layout, variant: Variant, seed:
     if experiment.model.get("resolution"):
         train_options.setdefault("resolution", experiment.model["resolution"])
     train_args = ["train", "--model", str(model_folder(experiment, layout)), "--shards", str(shards),
-                  "--out", str(run), "--fusion", variant.fusion, "--seed", str(seed)]
+                  "--out", str(run), "--fusion", variant.fusion, "--seed", str(seed),
+                  "--overwrite"]  # a stage that runs again (interrupted, or its inputs changed) starts over
     if variant.fusion != "none":
         train_args += ["--objects", str(layout.objects)]
     deepspeed = _deepspeed_path(experiment.train.get("deepspeed"))

@@ -80,6 +80,8 @@ class TrainConfig:
     checkpoint_every: int = 500
     keep_checkpoints: int = 2
     resume: str | None = None  # "auto" or a checkpoint folder
+    overwrite: bool = False  # start over in a run folder that holds another run
+    allow_changes: bool = False  # resume although options that change training differ from the checkpoint's
     export: bool = True
     log_every: int = 10
     tensorboard: bool = False

@@ -28,6 +28,7 @@ from dftrain.train.environment import (
     peak_memory_bytes,
     skip_cpu_shm_comm,
 )
+from dftrain.train.run_folder import check_run_folder, clear_run_outputs
 from dftrain.train.safe_load import weights_only_loading
 from dftrain.train.schedule import lr_factor
 
@@ -175,6 +176,7 @@ def quiet_libraries() -> None:
 def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
     """Run (or resume) training; returns a summary. Validation happens before any compute."""
     facts = facts if facts is not None else validate(cfg)
+    check_run_folder(cfg.to_dict())
     ensure_launch_env()
     quiet_libraries()
     import deepspeed
@@ -194,7 +196,10 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
     run_dir = Path(cfg.out)
     ckpt_dir = ckpt.checkpoints_dir(run_dir)
     if is_main:
+        if cfg.overwrite and cfg.resume is None:
+            clear_run_outputs(run_dir)
         ckpt_dir.mkdir(parents=True, exist_ok=True)
+    dist.barrier()  # no rank looks into the run folder while rank 0 clears it
     precomputed = bool(facts.get("precomputed"))
     ds_config = fill_ds_config(facts["ds_config"], cfg, world, on_cuda)
     stage = facts["zero_stage"]
