@@ -137,3 +137,25 @@ def test_generation_defaults_to_the_training_resolution(assets, tmp_path, monkey
     generate(summary["pipeline"], assets["shards"], tmp_path / "gen48",
              GenerateOptions(num_prompts=1, steps=1, resolution=48))
     assert Image.open(next((tmp_path / "gen48").glob("*.png"))).size == (48, 48)
+
+
+def test_training_on_shards_whose_images_all_fail_to_decode_stops_with_one_line(assets, tmp_path, monkeypatch):
+    """It used to loop over the epochs forever, logging one warning per sample (issue 14)."""
+    from dftrain.errors import DftrainError
+    from dftrain.shards import ShardWriter
+
+    import io
+
+    import numpy as np
+    from PIL import Image
+
+    buffer = io.BytesIO()
+    Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(buffer, "JPEG")
+    truncated = buffer.getvalue()[: len(buffer.getvalue()) // 2]  # a valid header, then the data stops
+    broken = tmp_path / "broken"
+    with ShardWriter(broken, samples_per_shard=4, kind="train") as writer:
+        for i in range(6):
+            writer.write({"__key__": f"{i:09d}", "jpg": truncated, "txt": f"a cat {i}"})
+    in_process_env(monkeypatch)
+    with pytest.raises(DftrainError, match=r"none of its 6 training samples .* could be used .*undecodable image: 6"):
+        train(quick_config(assets, tmp_path / "run", shards=str(broken), fusion="none", export=False))

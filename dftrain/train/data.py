@@ -143,17 +143,22 @@ class TrainStream:
     def _examples(self) -> Iterator[dict]:
         skip = self.position.index
         while True:
-            produced = 0
+            produced = tried = used = 0
             for i, raw in enumerate(self._raw_epoch(self.position.epoch)):
                 produced += 1
                 if i < skip:
                     continue
                 self.position.index = i + 1
+                tried += 1
                 example = self.convert(raw)
                 if example is not None:
+                    used += 1
                     yield example
             if produced == 0:
                 raise DftrainError(f"rank {self.rank}: no usable training samples in {self.paths[0].parent}")
+            if tried and not used:  # every sample skipped: another epoch would skip them all again, forever
+                raise DftrainError(f"rank {self.rank}: none of its {tried} training samples in "
+                                   f"{self.paths[0].parent} could be used ({self.stats.summary()})")
             self.position = StreamPosition(self.position.epoch + 1, 0)
             skip = 0
 
