@@ -141,13 +141,13 @@ def test_generation_defaults_to_the_training_resolution(assets, tmp_path, monkey
 
 def test_training_on_shards_whose_images_all_fail_to_decode_stops_with_one_line(assets, tmp_path, monkeypatch):
     """It used to loop over the epochs forever, logging one warning per sample (issue 14)."""
-    from dftrain.errors import DftrainError
-    from dftrain.shards import ShardWriter
-
     import io
 
     import numpy as np
     from PIL import Image
+
+    from dftrain.errors import DftrainError
+    from dftrain.shards import ShardWriter
 
     buffer = io.BytesIO()
     Image.fromarray(np.random.default_rng(0).integers(0, 255, (32, 32, 3), np.uint8)).save(buffer, "JPEG")
