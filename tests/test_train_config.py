@@ -115,3 +115,23 @@ def test_tensorboard_without_the_package(paths):
     if importlib.util.find_spec("tensorboard") is not None:
         pytest.skip("tensorboard is installed")
     assert "--tensorboard needs the tensorboard package" in problems(paths, tensorboard=True)
+
+
+def test_yaml_values_are_read_as_their_option_types_or_refused_in_one_line(tmp_path):
+    """YAML 1.1 reads `lr: 1e-3` as a string; `steps: "ten"` used to end in a TypeError (issue 14)."""
+
+    good = tmp_path / "good.yaml"
+    good.write_text("lr: 1e-3\nsteps: '20'\nw_lat: 1\nema: true\nprediction_type: null\n")
+    cfg = build_config(str(good))
+    assert (cfg.lr, cfg.steps, cfg.w_lat, cfg.ema, cfg.prediction_type) == (1e-3, 20, 1.0, True, None)
+    assert isinstance(cfg.lr, float) and isinstance(cfg.steps, int) and isinstance(cfg.w_lat, float)
+
+    bad = tmp_path / "bad.yaml"
+    bad.write_text("steps: ten\nema: 'yes'\nlr: 0.001\nmicro_batch_size: true\n")
+    with pytest.raises(ConfigError) as refused:
+        build_config(str(bad))
+    message = str(refused.value)
+    assert "\n" not in message
+    for part in ("steps: expected an integer, got 'ten'", "ema: expected true or false, got 'yes'",
+                 "micro_batch_size: expected an integer, got True"):
+        assert part in message

@@ -122,11 +122,55 @@ def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
     return _normalise_keys(data, str(path))
 
 
+def _coerce(name: str, value: Any, kind: type) -> Any:
+    """A YAML value as the option's type. YAML 1.1 reads `1e-3` (no dot) as a string: numbers written
+    as text are accepted; anything else is a one-line problem, not a TypeError later."""
+    if value is None or isinstance(value, kind) and not (kind is int and isinstance(value, bool)):
+        return value
+    if kind is float and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if kind in (int, float) and isinstance(value, str):
+        try:
+            return kind(value.strip())
+        except ValueError:
+            pass
+    if kind is str and isinstance(value, int | float) and not isinstance(value, bool):
+        return str(value)
+    words = {int: "an integer", float: "a number", bool: "true or false", str: "a string", dict: "a mapping"}
+    raise ValueError(f"{name}: expected {words.get(kind, kind.__name__)}, got {value!r}")
+
+
+def _field_types() -> dict[str, type]:
+    """Option name -> its plain type (int, float, bool, str, dict), `X | None` read as X."""
+    import typing
+
+    hints = typing.get_type_hints(TrainConfig)
+    types = {}
+    for name, hint in hints.items():
+        args = [a for a in typing.get_args(hint) if a is not type(None)] or [hint]
+        plain = typing.get_origin(args[0]) or args[0]
+        if plain in (int, float, bool, str, dict):
+            types[name] = plain
+    return types
+
+
+def coerce_values(values: dict[str, Any], source: str) -> dict[str, Any]:
+    types, problems, out = _field_types(), [], {}
+    for name, value in values.items():
+        try:
+            out[name] = _coerce(name, value, types[name]) if name in types else value
+        except ValueError as exc:
+            problems.append(str(exc))
+    if problems:
+        raise ConfigError(f"{source}: " + "; ".join(problems))
+    return out
+
+
 def build_config(config_file: str | None = None, overrides: dict[str, Any] | None = None) -> TrainConfig:
     """Defaults < YAML file < overrides (None values in overrides mean "not given")."""
     values: dict[str, Any] = {}
     if config_file:
-        values.update(load_yaml(config_file))
+        values.update(coerce_values(load_yaml(config_file), str(config_file)))
     values.update({k: v for k, v in _normalise_keys(overrides or {}, "flags").items() if v is not None})
     try:
         return TrainConfig(**values)
