@@ -135,3 +135,12 @@ def test_yaml_values_are_read_as_their_option_types_or_refused_in_one_line(tmp_p
     for part in ("steps: expected an integer, got 'ten'", "ema: expected true or false, got 'yes'",
                  "micro_batch_size: expected an integer, got True"):
         assert part in message
+
+
+@pytest.mark.parametrize("flags", [{"w_lat": float("nan")}, {"lr": float("inf")}, {"lr": float("nan")}])
+def test_nan_and_inf_are_refused_before_anything_loads(tmp_path, flags):
+    """They used to train to NaN and exit 0 (--w-lat nan, --lr inf), or fail after the models loaded (issue 14)."""
+    cfg = build_config(None, {"model": str(tmp_path), "shards": str(tmp_path), "out": str(tmp_path / "run"), **flags})
+    (name,) = flags
+    with pytest.raises(ConfigError, match=f"--{name.replace('_', '-')} must be a finite number"):
+        validate(cfg)

@@ -232,6 +232,11 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
     problems: list[str] = []
     facts: dict[str, Any] = {}
 
+    import math
+
+    for name, value in sorted(cfg.to_dict().items()):  # NaN passes every range check: refuse it first
+        if isinstance(value, float) and not math.isfinite(value):
+            problems.append(f"--{name.replace('_', '-')} must be a finite number, got {value}")
     for name in ("model", "shards", "out"):
         if not getattr(cfg, name):
             problems.append(f"--{name} is required")
