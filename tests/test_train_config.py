@@ -144,3 +144,17 @@ def test_nan_and_inf_are_refused_before_anything_loads(tmp_path, flags):
     (name,) = flags
     with pytest.raises(ConfigError, match=f"--{name.replace('_', '-')} must be a finite number"):
         validate(cfg)
+
+
+def test_a_shard_folder_without_manifest_is_refused_not_globbed(tmp_path):
+    """An interrupted build leaves tars and no manifest; training used to take whatever tars were there."""
+    train, objects = build_test_shards(tmp_path / "data")
+    (train / "manifest.json").unlink()
+    cfg = build_config(None, {"model": str(tmp_path), "shards": str(train), "objects": str(objects),
+                              "out": str(tmp_path / "run")})
+    with pytest.raises(ConfigError, match=f"no manifest.json in {train}: not a finished shard folder"):
+        validate(cfg)
+    from dftrain.train.data import shard_paths
+
+    with pytest.raises(ConfigError, match="no manifest.json"):
+        shard_paths(train)

@@ -178,6 +178,17 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
         raise ConfigError(str(exc)) from exc
 
 
+def manifest_problem(shard_dir: Path) -> str | None:
+    """Why a shard folder cannot be read (no or a bad manifest: an interrupted build's tars are not data)."""
+    from dftrain.shards import Manifest, ShardError
+
+    try:
+        Manifest.load(shard_dir)
+    except ShardError as exc:
+        return str(exc)
+    return None
+
+
 def read_manifest_kind(shard_dir: Path) -> str | None:
     manifest = shard_dir / "manifest.json"
     if not manifest.is_file():
@@ -252,8 +263,8 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
         shards = Path(cfg.shards)
         if not shards.is_dir():
             problems.append(f"shard folder not found: {shards}")
-        elif not (shards / "manifest.json").is_file() and not any(shards.glob("*.tar")):
-            problems.append(f"shard folder {shards} has no manifest.json and no .tar shards")
+        elif (refused := manifest_problem(shards)) is not None:
+            problems.append(refused)
         else:
             facts["train_kind"] = read_manifest_kind(shards)
 
@@ -266,6 +277,8 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
             problems.append(f"--fusion {cfg.fusion} needs an object bank: pass --objects DIR (or --fusion none)")
         elif not Path(cfg.objects).is_dir():
             problems.append(f"object-bank folder not found: {cfg.objects}")
+        elif (refused := manifest_problem(Path(cfg.objects))) is not None:
+            problems.append(refused)
         else:
             facts["objects_kind"] = read_manifest_kind(Path(cfg.objects))
     _check_range(problems, "w_lat", cfg.w_lat, 0.0, 1.0)

@@ -42,10 +42,10 @@ def shard_paths(folder: str | Path) -> list[Path]:
     from dftrain.shards import Manifest, ShardError
 
     folder = Path(folder)
-    try:
+    try:  # never the *.tar there without a manifest: that is an interrupted build's partial data
         paths = list(Manifest.load(folder).shard_paths(folder))
-    except ShardError:
-        paths = sorted(folder.glob("*.tar"))
+    except ShardError as exc:
+        raise ConfigError(str(exc)) from None
     if not paths:
         raise ConfigError(f"no shards in {folder}")
     return paths
