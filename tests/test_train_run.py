@@ -159,3 +159,51 @@ def test_training_on_shards_whose_images_all_fail_to_decode_stops_with_one_line(
     in_process_env(monkeypatch)
     with pytest.raises(DftrainError, match=r"none of its 6 training samples .* could be used .*undecodable image: 6"):
         train(quick_config(assets, tmp_path / "run", shards=str(broken), fusion="none", export=False))
+
+
+def test_precompute_redoes_shards_after_their_content_or_the_encoder_changed(assets, tmp_path, caplog):
+    """Reuse used to be keyed on the input's path and byte size (tars are padded: sizes match) and
+    ignored the model (issue 14)."""
+    import logging
+    import shutil
+
+    from train_helpers import build_test_shards
+
+    from dftrain.shards import Manifest
+    from dftrain.train.precompute import precompute
+
+    model = tmp_path / "model"
+    shutil.copytree(assets["model"], model)
+    shards, _ = build_test_shards(tmp_path / "data")
+    precompute(model, shards, tmp_path / "lat", batch_size=8, rank=0, world_size=1)
+    n_shards = len(Manifest.load(tmp_path / "lat").shards)
+
+    def reruns() -> int:
+        caplog.clear()
+        with caplog.at_level(logging.INFO, logger="dftrain.precompute"):
+            precompute(model, shards, tmp_path / "lat", batch_size=8, rank=0, world_size=1)
+        return caplog.text.count("encoding again")
+
+    assert reruns() == 0
+    before = {s.name: s.bytes for s in Manifest.load(shards).shards}
+    shutil.rmtree(shards)
+    rebuilt, _ = build_test_shards(tmp_path / "data")  # rebuilt: new files and time stamps, same content
+    assert {s.name: s.bytes for s in Manifest.load(rebuilt).shards} == before
+    assert reruns() == 0  # the same content rebuilt is still the same content
+
+    from dftrain.shards import ShardWriter
+    from dftrain.synthetic import synthetic_train_samples
+
+    shutil.rmtree(shards)
+    with ShardWriter(shards, samples_per_shard=4, kind="train") as writer:  # other seed: other content
+        for sample in synthetic_train_samples(8, 32, 0.0, 1):
+            writer.write(sample)
+    assert reruns() == n_shards
+
+    from safetensors.torch import load_file, save_file
+
+    weights = next((model / "vae").glob("*.safetensors"))
+    state = load_file(weights)
+    save_file({k: v + 0.01 for k, v in state.items()}, weights)  # other VAE weights, same folder
+    assert reruns() == n_shards
+    assert reruns() == 0

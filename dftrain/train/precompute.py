@@ -115,21 +115,25 @@ def encode_shard_samples(
 def precompute_folder(
     source: str | Path, out: str | Path, enc: Encoder, *, objects: bool, flip: bool, caption_field: str = "txt",
     batch_size: int = 16, dtype: str = "fp16", rank: int = 0, world_size: int = 1, command: str = "",
-    progress: bool = True,
+    progress: bool = True, encoder_id: dict | None = None,
 ) -> dict:
+    """Encode one shard folder. A finished output shard is reused only when it was made from the same
+    input content (the input shard's sha256 in its manifest), the same encoder weights (`encoder_id`)
+    and the same settings; paths and sizes do not count (tars are padded, so sizes often match)."""
     from dftrain.shards import Manifest, ShardInfo, SkipStats, iter_samples, write_shard
 
     source, out = Path(source), Path(out)
     if dtype not in STORAGE_DTYPES:
         raise DftrainError(f"--dtype must be one of {', '.join(STORAGE_DTYPES)}")
     inputs = shard_paths(source)
+    input_sha256 = {info.name: info.sha256 for info in Manifest.load(source).shards}
     out.mkdir(parents=True, exist_ok=True)
     mine = inputs[rank::world_size]
     stats, skipped, written = SkipStats(), [], 0
     for path in mine:
         target = out / path.name
         info_file = out / f".{path.name}.info.json"
-        source_id = {"source": str(path.resolve()), "source_bytes": path.stat().st_size, "resolution": enc.resolution,
+        source_id = {"input_sha256": input_sha256.get(path.name), "encoder": encoder_id, "resolution": enc.resolution,
                      "flip": flip and not objects, "caption_field": caption_field, "dtype": dtype}
         if target.is_file() and info_file.is_file():
             if json.loads(info_file.read_text()).get("made_from") == source_id:
@@ -164,6 +168,13 @@ def precompute_folder(
     return {"out": str(out), "samples": written, "skipped": len(skipped) + stats.total_skipped, "manifest": manifest_written}
 
 
+def encoder_identity(model: str | Path, parts: tuple[str, ...]) -> dict[str, str]:
+    """Content digest of each model part an encoding depends on (weights and configs, not paths)."""
+    from dftrain.fingerprint import tree_sha256
+
+    return {part: tree_sha256(Path(model) / part) for part in parts if (Path(model) / part).exists()}
+
+
 def precompute(
     model: str | Path, shards: str | Path, out: str | Path, *, objects: str | Path | None = None,
     objects_out: str | Path | None = None, resolution: int | None = None, flip: bool = True,
@@ -181,11 +192,13 @@ def precompute(
     result = {"train": precompute_folder(
         shards, out, enc, objects=False, flip=flip, caption_field=caption_field, batch_size=batch_size,
         dtype=dtype, rank=info.rank, world_size=info.world_size, command=command,
+        encoder_id=encoder_identity(model, ("vae", "text_encoder", "tokenizer")),
     )}
     if objects is not None:
         objects_out = objects_out or Path(out).parent / f"{Path(out).name}-objects"
         result["objects"] = precompute_folder(
             objects, objects_out, enc, objects=True, flip=False, batch_size=batch_size, dtype=dtype,
             rank=info.rank, world_size=info.world_size, command=command,
+            encoder_id=encoder_identity(model, ("vae",)),
         )
     return result
