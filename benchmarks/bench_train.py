@@ -45,7 +45,9 @@ def build_assets(root: Path, resolution: int) -> dict[str, Path]:
         build_test_pipeline(model)
         model_name, resolution = "test pipeline (32 px)", 32
     train, objects = build_test_shards(root / "data", n_train=64, n_per_class=4, samples_per_shard=16, size=resolution)
-    precompute(model, train, root / "lat", objects=objects, objects_out=root / "lat_obj", rank=0, world_size=1)
+    # with text states: the comparison is "both encoders out of the step" (the default stores latents only)
+    precompute(model, train, root / "lat", objects=objects, objects_out=root / "lat_obj", rank=0, world_size=1,
+               text_states=True)
     return {"model": model, "shards": train, "objects": objects, "lat": root / "lat", "lat_obj": root / "lat_obj",
             "model_name": model_name, "resolution": resolution}
 

@@ -45,7 +45,7 @@ def test_precompute_then_train_from_latents_and_export_generates(assets, tmp_pat
     from dftrain.train.precompute import precompute
 
     result = precompute(assets["model"], assets["shards"], tmp_path / "lat", objects=assets["objects"],
-                        objects_out=tmp_path / "lat_obj", batch_size=4, rank=0, world_size=1)
+                        objects_out=tmp_path / "lat_obj", batch_size=4, rank=0, world_size=1, text_states=True)
     assert result["train"]["manifest"] and result["objects"]["manifest"]
     manifest = Manifest.load(tmp_path / "lat")
     assert manifest.kind == "latents" and manifest.total_samples == 8 and manifest.extra["flip"] is True
@@ -207,3 +207,32 @@ def test_precompute_redoes_shards_after_their_content_or_the_encoder_changed(ass
     save_file({k: v + 0.01 for k, v in state.items()}, weights)  # other VAE weights, same folder
     assert reruns() == n_shards
     assert reruns() == 0
+
+
+def test_latents_without_text_states_train_with_the_caption_encoded_in_the_step(assets, tmp_path, monkeypatch):
+    """The default: latents only (text states are ~5x their bytes at SD 2.x); caption text stays
+    trainable, so tail_add fusion and the text mitigations work from latents."""
+    from dftrain.errors import ConfigError
+    from dftrain.shards import Manifest, iter_samples
+    from dftrain.train.config import validate
+    from dftrain.train.data import LATENTS_FIELD, load_latents_field
+    from dftrain.train.precompute import precompute
+
+    for name, with_text in (("lean", False), ("full", True)):
+        precompute(assets["model"], assets["shards"], tmp_path / name, objects=assets["objects"],
+                   objects_out=tmp_path / f"{name}_obj", batch_size=4, rank=0, world_size=1, text_states=with_text)
+    lean, full = Manifest.load(tmp_path / "lean"), Manifest.load(tmp_path / "full")
+    assert lean.extra["text_states"] is False and full.extra["text_states"] is True
+    sample = next(iter_samples(tmp_path / "lean", rank=0, world_size=1, decode=False, require=(LATENTS_FIELD,)))
+    assert set(load_latents_field(sample[LATENTS_FIELD])) == {"latent", "latent_flip"} and sample["txt"]
+    assert sum(s.bytes for s in lean.shards) < sum(s.bytes for s in full.shards)
+
+    text_level = dict(fusion="dual", caption_fusion="tail_add", word_repeat=True, text_mitigation_p=1.0,
+                      steps=2, export=False)
+    with pytest.raises(ConfigError, match="precompute without --text-states"):
+        validate(quick_config(assets, tmp_path / "no", shards=str(tmp_path / "full"),
+                              objects=str(tmp_path / "full_obj"), **text_level))
+    in_process_env(monkeypatch)
+    summary = train(quick_config(assets, tmp_path / "run", shards=str(tmp_path / "lean"),
+                                 objects=str(tmp_path / "lean_obj"), **text_level))
+    assert summary["step"] == 2 and all(r["loss"] == r["loss"] for r in summary["history"])

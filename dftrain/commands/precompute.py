@@ -1,4 +1,4 @@
-"""`dftrain precompute`: VAE latents + text-encoder states once, so training skips both encoders."""
+"""`dftrain precompute`: VAE latents once (text-encoder states too with --text-states), so training skips the VAE."""
 
 from __future__ import annotations
 
@@ -16,7 +16,10 @@ def precompute(
     objects_out: str = typer.Option(None, help="Output folder for the object-bank latents (default: OUT-objects)."),
     resolution: int = typer.Option(None, help="Image size (default: UNet sample_size x VAE factor)."),
     random_flip: bool = typer.Option(True, "--random-flip/--no-random-flip", help="Also encode the flipped image."),
-    caption_field: str = typer.Option("txt", help="txt | orig: which caption's text states to store."),
+    caption_field: str = typer.Option("txt", help="txt | orig: which caption's text states to store (--text-states)."),
+    text_states: bool = typer.Option(False, "--text-states/--no-text-states",
+                                     help="Also store text-encoder states (~5x the latents' bytes; training then skips "
+                                          "the text encoder but cannot change caption text)."),
     batch_size: int = typer.Option(16, help="Images per encoder call."),
     dtype: str = typer.Option("fp16", help="Storage dtype: fp16 | bf16 | fp32."),
     rank: int = typer.Option(None, help="This worker's rank (default: RANK / SLURM_PROCID / 0)."),
@@ -35,7 +38,7 @@ def precompute(
     result = run(
         model, shards, out, objects=objects, objects_out=objects_out, resolution=resolution, flip=random_flip,
         caption_field=caption_field, batch_size=batch_size, dtype=dtype, rank=rank, world_size=world_size,
-        command="dftrain precompute " + " ".join(sys.argv[2:]),
+        text_states=text_states, command="dftrain precompute " + " ".join(sys.argv[2:]),
     )
     for name, part in result.items():
         state = "manifest written" if part["manifest"] else "waiting for other ranks' shards"

@@ -16,9 +16,11 @@ from dftrain.train.models import encode_token_ids, tokenize
 
 
 class BatchBuilder:
-    def __init__(self, cfg, components, bank, *, device, generator: torch.Generator, rng: random.Random, precomputed: bool):
+    def __init__(self, cfg, components, bank, *, device, generator: torch.Generator, rng: random.Random, precomputed: bool,
+                 stored_text: bool | None = None):
         self.cfg, self.c, self.bank = cfg, components, bank
         self.device, self.generator, self.rng, self.precomputed = device, generator, rng, precomputed
+        self.stored_text = precomputed if stored_text is None else stored_text  # text states in the latents
         self.latent_fusion = fusion.uses_latent_fusion(cfg.fusion)
         self.caption_fusion = fusion.uses_caption_fusion(cfg.fusion)
         if components.tokenizer is not None:  # random tokens of the text mitigations come from here
@@ -73,7 +75,7 @@ class BatchBuilder:
     def text_states(self, examples: list[dict], object_idx: torch.Tensor | None) -> torch.Tensor:
         cfg = self.cfg
         class_ids = self.bank.class_ids[object_idx] if object_idx is not None else None
-        if self.precomputed:
+        if self.stored_text:
             states = torch.stack([ex["text_states"] for ex in examples]).float()
         else:
             captions = self.captions(examples)

@@ -189,14 +189,22 @@ def manifest_problem(shard_dir: Path) -> str | None:
     return None
 
 
-def read_manifest_kind(shard_dir: Path) -> str | None:
+def _read_manifest(shard_dir: Path) -> dict:
     manifest = shard_dir / "manifest.json"
     if not manifest.is_file():
-        return None
+        return {}
     try:
-        return json.loads(manifest.read_text(encoding="utf-8")).get("kind")
+        return json.loads(manifest.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as exc:
         raise ConfigError(f"{manifest}: unreadable manifest ({exc})") from exc
+
+
+def read_manifest_kind(shard_dir: Path) -> str | None:
+    return _read_manifest(shard_dir).get("kind")
+
+
+def read_manifest_extra(shard_dir: Path) -> dict:
+    return _read_manifest(shard_dir).get("extra") or {}
 
 
 def load_ds_config(cfg: TrainConfig) -> dict[str, Any]:
@@ -342,6 +350,8 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
     # Precomputed latents: both sets must be latents, and text-level options need the text encoder.
     train_latents = facts.get("train_kind") == "latents"
     facts["precomputed"] = train_latents
+    # latents folders from before --text-states always held text states
+    facts["stored_text"] = train_latents and bool(read_manifest_extra(Path(cfg.shards)).get("text_states", True))
     if cfg.fusion != "none" and "objects_kind" in facts:
         objects_latents = facts["objects_kind"] == "latents"
         if objects_latents != train_latents:
@@ -349,7 +359,7 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
                 "training shards and object bank must both be precomputed latents or both images "
                 f"(got {facts.get('train_kind')!r} and {facts['objects_kind']!r}); run `dftrain precompute --objects`"
             )
-    if train_latents:
+    if facts["stored_text"]:
         text_level = {
             "--caption-fusion tail_add": cfg.fusion in ("caption", "dual") and cfg.caption_fusion == "tail_add",
             "--multi-caption": cfg.multi_caption,
@@ -361,7 +371,7 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
         if bad:
             problems.append(
                 f"{', '.join(bad)} change caption text, but {cfg.shards} holds precomputed text states: "
-                "train from image shards for these options"
+                "precompute without --text-states (or train from image shards) for these options"
             )
 
     if problems:

@@ -59,7 +59,9 @@ def load_vae(model: str | Path, device, dtype):
     return vae.requires_grad_(False).eval().to(device)
 
 
-def load_components(cfg, *, precomputed: bool, device, frozen_dtype) -> Components:
+def load_components(cfg, *, precomputed: bool, device, frozen_dtype, stored_text: bool | None = None) -> Components:
+    """stored_text: the latents hold text-encoder states (default: whenever precomputed)."""
+    stored_text = precomputed if stored_text is None else stored_text
     from diffusers import DDPMScheduler, UNet2DConditionModel
 
     model = Path(cfg.model)
@@ -79,7 +81,7 @@ def load_components(cfg, *, precomputed: bool, device, frozen_dtype) -> Componen
     scaling_factor = float(vae_config.get("scaling_factor", 0.18215))
     vae = None if precomputed else load_vae(model, device, frozen_dtype)
     tokenizer, text_encoder = (None, None)
-    if not precomputed or cfg.fusion in ("caption", "dual") or cfg.caption_replace:
+    if not stored_text or cfg.fusion in ("caption", "dual") or cfg.caption_replace:
         # precomputed runs still encode the object phrases " with k" once at start-up
         tokenizer, text_encoder = load_text_encoder(model, device, frozen_dtype)
     return Components(unet, noise_scheduler, vae, text_encoder, tokenizer, vae_scale_factor, scaling_factor)

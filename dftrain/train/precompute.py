@@ -1,4 +1,4 @@
-"""`dftrain precompute`: encode VAE latents and text-encoder states once, into shards.
+"""`dftrain precompute`: encode VAE latents (and, when asked, text-encoder states) once, into shards.
 
 Output folder (manifest kind "latents"), one output shard per input shard, same names.
 Each sample keeps `__key__`, `txt`, `json` (and `cls` for object banks) and adds
@@ -6,7 +6,11 @@ Each sample keeps `__key__`, `txt`, `json` (and `cls` for object banks) and adds
 
   latent       [C, h, w]  VAE latent-distribution mean x scaling_factor (what the UNet sees)
   latent_flip  [C, h, w]  the same for the horizontally flipped image (when --random-flip)
-  text_states  [T, D]     text-encoder last hidden states of the chosen caption (training sets only)
+  text_states  [T, D]     text-encoder last hidden states of the chosen caption (training sets, only
+                          with --text-states: [77, 1024] fp16 is ~154 KiB per sample for SD 2.x, about
+                          5x the latents, while the text encoder is ~8% of the UNet's FLOPs; without
+                          them training encodes the kept caption in the step, and the text-level
+                          mitigations and tail_add fusion stay available)
 
 stored in --dtype (fp16 by default). manifest extra: resolution, scaling_factor, flip,
 caption_field, dtype, model, source. Ranks split the input shards (shard i -> rank i % w);
@@ -82,7 +86,7 @@ class Encoder:
 
 def encode_shard_samples(
     raw_samples: Iterator[dict], enc: Encoder, *, objects: bool, flip: bool, caption_field: str,
-    batch_size: int, dtype: torch.dtype, skipped: list[str],
+    batch_size: int, dtype: torch.dtype, skipped: list[str], text_states: bool = False,
 ) -> Iterator[dict]:
     for batch in _batches(raw_samples, batch_size):
         good, pixels = [], []
@@ -98,7 +102,7 @@ def encode_shard_samples(
         px = torch.stack(pixels)
         z = enc.latents(px)
         z_flip = enc.latents(px.flip(-1)) if flip else None
-        states = None if objects else enc.text([pick_caption(s, caption_field) for s in good])
+        states = enc.text([pick_caption(s, caption_field) for s in good]) if text_states and not objects else None
         for i, sample in enumerate(good):
             tensors = {"latent": z[i]}
             if z_flip is not None:
@@ -115,7 +119,7 @@ def encode_shard_samples(
 def precompute_folder(
     source: str | Path, out: str | Path, enc: Encoder, *, objects: bool, flip: bool, caption_field: str = "txt",
     batch_size: int = 16, dtype: str = "fp16", rank: int = 0, world_size: int = 1, command: str = "",
-    progress: bool = True, encoder_id: dict | None = None,
+    progress: bool = True, encoder_id: dict | None = None, text_states: bool = False,
 ) -> dict:
     """Encode one shard folder. A finished output shard is reused only when it was made from the same
     input content (the input shard's sha256 in its manifest), the same encoder weights (`encoder_id`)
@@ -134,7 +138,8 @@ def precompute_folder(
         target = out / path.name
         info_file = out / f".{path.name}.info.json"
         source_id = {"input_sha256": input_sha256.get(path.name), "encoder": encoder_id, "resolution": enc.resolution,
-                     "flip": flip and not objects, "caption_field": caption_field, "dtype": dtype}
+                     "flip": flip and not objects, "caption_field": caption_field, "dtype": dtype,
+                     "text_states": text_states and not objects}
         if target.is_file() and info_file.is_file():
             if json.loads(info_file.read_text()).get("made_from") == source_id:
                 log.info("%s already done: skipped", target)
@@ -143,7 +148,7 @@ def precompute_folder(
         raw = iter_samples([path], rank=0, world_size=1, decode=False, require=("jpg",) if objects else ("jpg", "txt"), stats=stats)
         info = write_shard(target, encode_shard_samples(
             raw, enc, objects=objects, flip=flip and not objects, caption_field=caption_field,
-            batch_size=batch_size, dtype=STORAGE_DTYPES[dtype], skipped=skipped,
+            batch_size=batch_size, dtype=STORAGE_DTYPES[dtype], skipped=skipped, text_states=text_states,
         ))
         info_file.write_text(json.dumps({"name": info.name, "samples": info.samples, "sha256": info.sha256,
                                          "bytes": info.bytes, "made_from": source_id}))
@@ -162,7 +167,7 @@ def precompute_folder(
         Manifest(kind="latents", shards=shards, command=command, extra={
             "resolution": enc.resolution, "scaling_factor": enc.scaling_factor, "flip": flip and not objects,
             "caption_field": None if objects else caption_field, "dtype": dtype, "source": str(source),
-            "source_kind": source_kind, "objects": objects,
+            "source_kind": source_kind, "objects": objects, "text_states": text_states and not objects,
         }).save(out)
         manifest_written = True
     return {"out": str(out), "samples": written, "skipped": len(skipped) + stats.total_skipped, "manifest": manifest_written}
@@ -179,7 +184,7 @@ def precompute(
     model: str | Path, shards: str | Path, out: str | Path, *, objects: str | Path | None = None,
     objects_out: str | Path | None = None, resolution: int | None = None, flip: bool = True,
     caption_field: str = "txt", batch_size: int = 16, dtype: str = "fp16", rank: int | None = None,
-    world_size: int | None = None, command: str = "",
+    world_size: int | None = None, command: str = "", text_states: bool = False,
 ) -> dict:
     """Encode the training shards (and the object bank) into latent shards."""
     from dftrain.distributed import rank_info
@@ -188,11 +193,12 @@ def precompute(
         if folder is not None and not Path(folder).is_dir():
             raise DftrainError(f"folder not found: {folder}")
     info = rank_info(rank, world_size)
-    enc = Encoder(model, with_text=True, resolution=resolution)
+    enc = Encoder(model, with_text=text_states, resolution=resolution)
     result = {"train": precompute_folder(
         shards, out, enc, objects=False, flip=flip, caption_field=caption_field, batch_size=batch_size,
         dtype=dtype, rank=info.rank, world_size=info.world_size, command=command,
-        encoder_id=encoder_identity(model, ("vae", "text_encoder", "tokenizer")),
+        encoder_id=encoder_identity(model, ("vae", "text_encoder", "tokenizer") if text_states else ("vae",)),
+        text_states=text_states,
     )}
     if objects is not None:
         objects_out = objects_out or Path(out).parent / f"{Path(out).name}-objects"

@@ -215,7 +215,9 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
     torch.manual_seed(cfg.seed)
     # Frozen encoders run in the training precision on GPUs; in fp32 on CPUs (bf16 convolutions are slow there).
     frozen_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision, torch.float32) if on_cuda else torch.float32
-    components = load_components(cfg, precomputed=precomputed, device=device, frozen_dtype=frozen_dtype)
+    stored_text = bool(facts.get("stored_text", precomputed))
+    components = load_components(cfg, precomputed=precomputed, device=device, frozen_dtype=frozen_dtype,
+                                 stored_text=stored_text)
     resolution = cfg.resolution or default_resolution(components.unet, components.vae_scale_factor)
 
     def make_scheduler(optimizer):
@@ -270,7 +272,8 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
         caption_field=cfg.caption_field, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, position=position,
     )
     bank = ObjectBank(cfg.objects, precomputed=precomputed, resolution=resolution) if cfg.fusion != "none" else None
-    builder = BatchBuilder(cfg, components, bank, device=device, generator=generator, rng=rng, precomputed=precomputed)
+    builder = BatchBuilder(cfg, components, bank, device=device, generator=generator, rng=rng, precomputed=precomputed,
+                           stored_text=stored_text)
 
     metrics = MetricsLog(run_dir, is_main, cfg.tensorboard)
     progress = _progress(is_main and cfg.progress, cfg.steps, state.step)
