@@ -236,3 +236,41 @@ def test_latents_without_text_states_train_with_the_caption_encoded_in_the_step(
     summary = train(quick_config(assets, tmp_path / "run", shards=str(tmp_path / "lean"),
                                  objects=str(tmp_path / "lean_obj"), **text_level))
     assert summary["step"] == 2 and all(r["loss"] == r["loss"] for r in summary["history"])
+
+
+def test_an_object_bank_over_the_memory_cap_is_encoded_once_into_a_mapped_file(assets, tmp_path):
+    """It used to be VAE-encoded again at every draw once its latents exceeded --object-cache-mb."""
+    from dftrain.train.data import ObjectBank
+
+    calls = []
+
+    def encode(pixels):
+        calls.append(len(pixels))
+        return pixels[:, :, ::4, ::4] * 0.5  # a stand-in encoder: deterministic, latent-shaped
+
+    in_ram, mapped = (ObjectBank(assets["objects"], precomputed=False, resolution=32) for _ in range(2))
+    shape = (3, 8, 8)
+    assert in_ram.cache_latents(encode, max_bytes=1 << 30, latent_shape=shape)
+    encoded_in_ram = sum(calls)
+    calls.clear()
+    spill = tmp_path / "spill"
+    assert mapped.cache_latents(encode, max_bytes=16, latent_shape=shape, batch_size=3, spill_dir=spill)
+    assert sum(calls) == len(mapped) == encoded_in_ram  # every object once
+    assert list(spill.iterdir()) == []  # the file is unlinked; the mapping keeps it alive
+    indices = torch.tensor([0, len(mapped) - 1, 1])
+    assert torch.equal(mapped.cached_latents(indices), in_ram.cached_latents(indices))
+    calls.clear()
+    mapped.cached_latents(torch.arange(len(mapped)))
+    assert calls == []  # drawing never encodes again
+    without_spill = ObjectBank(assets["objects"], precomputed=False, resolution=32)
+    assert not without_spill.cache_latents(encode, max_bytes=16, latent_shape=shape)  # per draw, as before
+
+
+def test_training_with_a_zero_object_cache_maps_the_bank_from_the_run_folder(assets, tmp_path, monkeypatch, caplog):
+    import logging
+
+    in_process_env(monkeypatch)
+    with caplog.at_level(logging.INFO, logger="dftrain.train"):
+        summary = train(quick_config(assets, tmp_path / "run", steps=2, object_cache_mb=0, fusion="dual", export=False))
+    assert summary["step"] == 2
+    assert f"memory-mapped from {tmp_path / 'run' / '.object-latents'}" in caplog.text

@@ -44,7 +44,7 @@ def train(
     resolution: int = O(None, help="Image size (default: UNet sample_size x VAE factor)."),
     random_flip: bool = O(None, "--random-flip/--no-random-flip", help="Random horizontal flip (default: on)."),
     shuffle_buffer: int = O(None, help="Shuffle buffer (examples) (default: 256)."),
-    object_cache_mb: int = O(None, help="Encode the object bank once when its latents fit in this many MiB (default: 2048)."),
+    object_cache_mb: int = O(None, help="Object-bank latents kept in RAM up to this many MiB, beyond it memory-mapped from RUN/.object-latents (default: 2048)."),
     steps: int = O(None, help="Optimizer steps (default: 1000)."),
     micro_batch_size: int = O(None, help="Examples per rank per micro-step (default: 4)."),
     grad_accum: int = O(None, help="Gradient accumulation steps (default: 1)."),

@@ -8,6 +8,7 @@ order, so a resumed run that restores both draws exactly what the uninterrupted 
 from __future__ import annotations
 
 import random
+from pathlib import Path
 
 import torch
 
@@ -28,7 +29,8 @@ class BatchBuilder:
             self.decode = mitigations.token_decoder(components.tokenizer)
         if bank is not None and self.latent_fusion and not precomputed:
             latent_shape = tuple(self.encode_mean(bank.pixels(torch.arange(1))).shape[1:])
-            bank.cache_latents(self.encode_mean, max_bytes=cfg.object_cache_mb * 2**20, latent_shape=latent_shape)
+            bank.cache_latents(self.encode_mean, max_bytes=cfg.object_cache_mb * 2**20, latent_shape=latent_shape,
+                               spill_dir=Path(cfg.out) / ".object-latents" if cfg.out else None)
         self.object_states = None
         if self.caption_fusion and cfg.caption_fusion == "embed_add":
             # E(" with " + k) for every class, once: the text encoder is frozen.

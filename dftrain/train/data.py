@@ -196,6 +196,22 @@ def class_name_of(sample: dict) -> str:
     raise DftrainError(f"object sample {sample.get('__key__')} has no class_name in json and no cls")
 
 
+def _spill_file(folder: Path, shape: tuple[int, ...]):
+    """A writable fp16 array of `shape` backed by a file in `folder`, removed from the folder at once."""
+    import os
+    import tempfile
+
+    import numpy as np
+
+    folder.mkdir(parents=True, exist_ok=True)
+    handle, name = tempfile.mkstemp(prefix="object-latents-", suffix=".f16", dir=folder)
+    try:
+        os.close(handle)
+        return np.memmap(name, dtype=np.float16, mode="w+", shape=shape)
+    finally:
+        os.unlink(name)
+
+
 class ObjectBank:
     """All object-bank examples in memory: JPEG bytes (images) or latents, and class names."""
 
@@ -228,25 +244,36 @@ class ObjectBank:
         """n random object indices (uniform over the bank)."""
         return torch.randint(0, len(self), (n,), generator=generator)
 
-    def cache_latents(self, encode, *, max_bytes: int, latent_shape: tuple[int, ...], batch_size: int = 32) -> bool:
+    def cache_latents(self, encode, *, max_bytes: int, latent_shape: tuple[int, ...], batch_size: int = 32,
+                      spill_dir: Path | None = None) -> bool:
         """Encode every object image once (fixed batches: deterministic) and keep the latents (fp16).
 
-        Skipped (returns False) when the bank would take more than `max_bytes`; then objects are
-        encoded per draw. The frozen VAE makes an object's latent a constant, so this only saves time.
+        The frozen VAE makes an object's latent a constant, so this only saves time. Latents larger
+        than `max_bytes` go to a memory-mapped file in `spill_dir` (unlinked at once: the mapping keeps
+        it until the process ends), so at SD resolutions a large bank is still encoded once, not at
+        every draw; without `spill_dir` they are encoded per draw (returns False).
         """
         if self.latents is not None:
             return True
-        numel = 1
-        for dim in latent_shape:
-            numel *= dim
-        if len(self) * numel * 2 > max_bytes:
-            log.info("object bank latents would take %.1f MiB > cap: encoding objects per draw", len(self) * numel * 2 / 2**20)
-            return False
+        shape = (len(self), *latent_shape)
+        nbytes = 2 * int(torch.Size(shape).numel())
+        store = None
+        if nbytes > max_bytes:
+            if spill_dir is None:
+                log.info("object bank latents would take %.1f MiB > cap: encoding objects per draw", nbytes / 2**20)
+                return False
+            store = _spill_file(Path(spill_dir), shape)
         chunks = []
         for start in range(0, len(self), batch_size):
-            chunks.append(encode(self.pixels(torch.arange(start, min(start + batch_size, len(self))))).half())
-        self.latents = torch.cat(chunks)
-        log.info("object bank: %d latents cached in memory (%.1f MiB)", len(self), self.latents.numel() * 2 / 2**20)
+            stop = min(start + batch_size, len(self))
+            chunk = encode(self.pixels(torch.arange(start, stop))).half()
+            if store is None:
+                chunks.append(chunk)
+            else:
+                store[start:stop] = chunk.numpy()
+        self.latents = torch.cat(chunks) if store is None else torch.from_numpy(store)
+        where = "in memory" if store is None else f"memory-mapped from {spill_dir}"
+        log.info("object bank: %d latents cached %s (%.1f MiB)", len(self), where, nbytes / 2**20)
         return True
 
     def pixels(self, indices: torch.Tensor) -> torch.Tensor:
