@@ -163,6 +163,52 @@ def validate(
     typer.echo("ok")
 
 
+@app.command("adopt")
+def adopt(
+    folder: Path = typer.Argument(..., help="A folder of webdataset tars (img2dataset output as it is)."),
+    kind: str = typer.Option("train", help="train | generalized | objects: which fields every sample needs."),
+    rank: int = typer.Option(None, help="This worker's rank (default: RANK / SLURM_PROCID / 0)."),
+    world_size: int = typer.Option(None, help="Number of workers (default: WORLD_SIZE / SLURM_NTASKS / 1)."),
+    merge: bool = typer.Option(False, "--merge", help="Only write the manifest from the ranks' part files."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Index again a folder that has a manifest."),
+) -> None:
+    """Index existing tars into manifest.json in place (counts, sizes, sha256), checking every sample."""
+    import json
+
+    from dftrain.distributed import rank_info
+    from dftrain.errors import DftrainError
+    from dftrain.shards.adopt import adopt as adopt_folder
+    from dftrain.shards.adopt import merge_parts
+    from dftrain.shards.limits import current_limits
+
+    _setup_logging()
+    info = rank_info(rank, world_size)
+    command = _command_line("adopt", folder, "--kind", kind)
+    if merge:
+        manifest = merge_parts(folder, info.world_size, kind, command, current_limits())
+        if manifest is None:
+            raise DftrainError(f"{folder}: not every rank's part file is there yet (rerun the missing ranks)")
+        typer.echo(f"{folder}: manifest written, {len(manifest.shards)} shards, {manifest.total_samples} samples")
+        return
+    report = adopt_folder(folder, kind=kind, rank=info.rank, world_size=info.world_size, overwrite=overwrite,
+                          command=command)
+    for problem in report.problems[:20]:
+        typer.echo(f"skipped: {problem}")
+    if len(report.problems) > 20:
+        typer.echo(f"... {len(report.problems) - 20} more (all: in the JSON summary below)")
+    for name in report.excluded:
+        typer.echo(f"left out: {name} (damaged tar)")
+    if report.img2dataset:
+        counts = report.img2dataset
+        typer.echo(f"img2dataset: {counts.get('successes', '?')} downloaded of {counts.get('count', '?')}; "
+                   f"{counts.get('failed_to_download', 0)} failed downloads and {counts.get('failed_to_resize', 0)} "
+                   "failed resizes counted (not errors)")
+    state = "manifest written" if report.manifest_written else f"waiting for {report.waiting_for} rank(s)"
+    typer.echo(f"{folder}: {report.tars_indexed} tars, {report.samples_ok}/{report.samples_found} samples usable "
+               f"({len(report.problems)} skipped by every reader); {state}")
+    typer.echo(json.dumps(report.to_dict()))
+
+
 def _human_bytes(count: int) -> str:
     size = float(count)
     for unit in ("B", "KB", "MB", "GB"):

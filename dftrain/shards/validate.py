@@ -67,11 +67,14 @@ class ValidationReport:
         }
 
 
-def _check_shard(
-    path: Path, expected_samples: int, require: Sequence[str], seen_keys: dict[str, str], add: Callable[..., None],
-    limits: Limits,
-) -> int:
-    """Decode every sample of one tar; returns the number of good samples."""
+def check_shard_samples(
+    path: Path, expected_samples: int | None, require: Sequence[str], seen_keys: dict[str, str],
+    add: Callable[..., None], limits: Limits,
+) -> tuple[int, int, bool]:
+    """Decode every sample of one tar as every reader would: (good samples, samples found, damaged).
+
+    Each problem goes to `add(shard, key, reason, detail)`; expected_samples=None skips the count check.
+    """
     good = 0
     samples_found = 0
     damaged = False
@@ -100,9 +103,9 @@ def _check_shard(
                 add(path.name, event.key, problem.reason, problem.detail)
                 continue
             good += 1
-    if not damaged and samples_found != expected_samples:
+    if not damaged and expected_samples is not None and samples_found != expected_samples:
         add(path.name, None, "sample count mismatch", f"manifest says {expected_samples}, tar has {samples_found}")
-    return good
+    return good, samples_found, damaged
 
 
 def validate(
@@ -169,7 +172,7 @@ def validate(
             digest = sha256_file(path)
             if digest != shard.sha256:
                 add(shard.name, None, "sha256 mismatch", f"manifest {shard.sha256[:12]}..., file {digest[:12]}...")
-            report.samples_ok += _check_shard(path, shard.samples, required, seen_keys, add, limits)
+            report.samples_ok += check_shard_samples(path, shard.samples, required, seen_keys, add, limits)[0]
         if len(report.problems) == problems_before:
             report.shards_ok += 1
         if on_shard is not None:
