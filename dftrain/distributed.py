@@ -70,6 +70,10 @@ def all_reduce_numbers(dist, values: Sequence[float], *, op, device) -> list[flo
 
     tensor = torch.tensor([float(v) for v in values], dtype=torch.float64, device=device)
     dist.all_reduce(tensor, op=op)
+    return _read_back(tensor)
+
+
+def _read_back(tensor) -> list[float]:
     return tensor.cpu().tolist()
 
 

@@ -43,3 +43,43 @@ def test_graceful_stop_agrees_through_the_training_device():
     finally:
         stop.restore()
     assert all(device == torch.device("cpu") for device, _ in group.seen)
+
+
+GROUP_WITHOUT_CPU = """
+import os, sys
+import torch
+import torch.distributed as dist
+
+os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=sys.argv[1])
+dist.init_process_group("meta:gloo", rank=0, world_size=1)  # like NCCL: no backend for CPU tensors
+import dftrain.distributed as distributed
+
+devices = []
+distributed._read_back = lambda t: (devices.append(t.device.type), [0.0] * t.numel())[1]  # meta holds no values
+from dftrain.train.trainer import GracefulStop
+
+stop = GracefulStop()
+stop.agreed(dist, torch.device("meta"))
+distributed.all_reduce_numbers(dist, [1.0, 2.0], op=dist.ReduceOp.MAX, device=torch.device("meta"))
+try:
+    dist.all_reduce(torch.zeros(1))
+    print("cpu tensor accepted")
+except RuntimeError as exc:
+    print("cpu tensor refused:", exc)
+print("devices", devices)
+"""
+
+
+def test_the_trainers_collectives_run_on_a_group_that_refuses_cpu_tensors():
+    """A real process group with no CPU backend (as DeepSpeed's NCCL group on CUDA): the stop agreement
+    and the metric reductions go through it; a CPU tensor is refused there (what every GPU run hit)."""
+    import subprocess
+    import sys
+
+    from dftrain.train.environment import free_port
+
+    result = subprocess.run([sys.executable, "-c", GROUP_WITHOUT_CPU, str(free_port())], capture_output=True,
+                            text=True, timeout=120)
+    assert result.returncode == 0, result.stderr[-3000:]
+    assert "cpu tensor refused: No backend type associated with device type cpu" in result.stdout
+    assert "devices ['meta', 'meta']" in result.stdout
