@@ -7,11 +7,18 @@
 # same checkout, virtual environment and paths (shards on a shared file system, or the same copy),
 # and ssh from this node to every node without a password. The run folder (--out) must be on a
 # shared file system: every rank writes its checkpoint partition there.
+# Multi-node deepspeed starts the other nodes with pdsh (install it on this node) and passes them
+# only the variables listed in ~/.deepspeed_env (or ./.deepspeed_env), one NAME=value per line:
+# put PATH (with the venv's bin), OMP_NUM_THREADS and NCCL_* settings there.
 set -euo pipefail
 HOSTFILE=${HOSTFILE:?set HOSTFILE=path/to/hostfile}
 CONFIG=${CONFIG:?set CONFIG=path/to/run.yaml}
 DS_CONFIG=${DS_CONFIG:-ds_configs/zero3.json}
-MASTER_ADDR=${MASTER_ADDR:-$(head -n1 "$HOSTFILE" | awk '{print $1}')}
+# the first host line: comments (#) and blank lines skipped
+MASTER_ADDR=${MASTER_ADDR:-$(awk '!/^[[:space:]]*(#|$)/ {print $1; exit}' "$HOSTFILE")}
+if [[ -z "$MASTER_ADDR" ]]; then echo "error: no host line in $HOSTFILE" >&2; exit 1; fi
 PORT=${PORT:-29500}
-exec deepspeed --hostfile "$HOSTFILE" --master_addr "$MASTER_ADDR" --master_port "$PORT" \
-  --module dftrain.train --config "$CONFIG" --deepspeed "$DS_CONFIG" "$@"
+COMMAND=(deepspeed --hostfile "$HOSTFILE" --master_addr "$MASTER_ADDR" --master_port "$PORT"
+  --module dftrain.train --config "$CONFIG" --deepspeed "$DS_CONFIG" "$@")
+if [[ -n "${DRY_RUN:-}" ]]; then printf '%q ' "${COMMAND[@]}"; echo; exit 0; fi  # DRY_RUN=1: print, do not run
+exec "${COMMAND[@]}"
