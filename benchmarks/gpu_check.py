@@ -1,15 +1,18 @@
-"""GPU check: DeepSpeed bf16 training steps of the SD 2.1 UNet architecture (random weights,
-built from its published config; nothing downloads) at 256 px.
+"""GPU check: the real `dftrain train` (torchrun, DeepSpeed ZeRO-2, bf16) on an SD 2.1-architecture
+pipeline folder built here with random weights (nothing downloads), at 256 px.
 
-    python -m benchmarks.gpu_check                 # on a CUDA machine: SD 2.1 shapes, 256 px, bf16
-    python -m benchmarks.gpu_check --tiny          # anywhere (CPU): the tiny preset shapes, 2 steps
+    python -m benchmarks.gpu_check           # a CUDA machine: SD 2.1 architecture, 256 px, bf16, every GPU
+    python -m benchmarks.gpu_check --tiny    # anywhere (CPU): the tiny pipeline at 32 px, fp32, 1 rank
 
-Modes, same process, one after another (each a fresh DeepSpeed ZeRO-2 engine on one device):
-  sdpa_onthefly      VAE encode + text encoder + UNet step, attention = torch SDPA
-  xformers_onthefly  the same with xformers attention (skipped when xformers is not importable)
-  sdpa_precomputed   UNet step only, latents and text states already encoded (dftrain precompute)
-Reported per mode: samples/s (after warm-up steps), median step time, peak GPU memory.
-Writes benchmarks/results/gpu_check.json (or --out).
+Steps, each a `dftrain` command as a user runs it (logs in WORK/logs/):
+  1. the pipeline folder: the tiny pipeline's tokenizer and scheduler, with the SD 2.1 UNet, VAE and
+     OpenCLIP-H-shaped text encoder (random weights, from their published configs);
+  2. `dftrain shard synthetic` (training images + object bank) and `dftrain precompute` (latents);
+  3. `dftrain train`, one run per mode: sdpa on the fly (VAE + text encoder in the step), sdpa from
+     precomputed latents, xformers on the fly (when importable); 2 ranks when two GPUs exist.
+Reported per mode (from the run's metrics.jsonl, the first window left out as warm-up): samples/s
+(all ranks and per GPU), step time, peak memory of the largest rank. Writes
+benchmarks/results/gpu_check.json (or --out). Sized for under 8 minutes on one H200, set-up included.
 """
 
 from __future__ import annotations
@@ -17,157 +20,144 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import statistics
+import subprocess
 import sys
 import time
 from pathlib import Path
 
-import torch
-
 REPO = Path(__file__).resolve().parents[1]
+PYTHON = sys.executable
 
 
-def build_models(tiny: bool):
-    from diffusers import AutoencoderKL, DDPMScheduler, UNet2DConditionModel
-    from transformers import CLIPTextConfig, CLIPTextModel
+def build_pipeline(folder: Path, tiny: bool) -> Path:
+    """A diffusers pipeline folder: SD 2.1's UNet, VAE and text encoder (random) or the tiny pipeline."""
+    from dftrain.model import build_tiny_pipeline
 
-    from dftrain.model import configs
+    if (folder / "model_index.json").is_file():
+        return folder
+    staging = folder.with_name(folder.name + ".building")
+    shutil.rmtree(staging, ignore_errors=True)
+    build_tiny_pipeline(staging, resolution=32 if tiny else 64, vae_steps=0)
+    if not tiny:
+        import torch
+        from diffusers import AutoencoderKL, UNet2DConditionModel
+        from transformers import CLIPTextConfig, CLIPTextModel
 
-    if tiny:
-        text_cfg = configs.tiny_text_config(vocab_size=1000, bos_token_id=998, eos_token_id=999, pad_token_id=999)
-        unet_cfg, vae_cfg = configs.tiny_unet_config(64, text_cfg["hidden_size"]), configs.tiny_vae_config(64)
-        resolution = 64
-    else:
-        text_cfg, unet_cfg, vae_cfg = configs.sd21_text_config(), configs.sd21_unet_config(base=True), configs.sd21_vae_config()
-        resolution = 256
-    torch.manual_seed(0)
-    unet = UNet2DConditionModel(**unet_cfg)
-    vae = AutoencoderKL(**vae_cfg)
-    text_encoder = CLIPTextModel(CLIPTextConfig(**text_cfg))
-    scheduler = DDPMScheduler.from_config(configs.scheduler_config("epsilon"))
-    return unet, vae, text_encoder, scheduler, resolution, text_cfg["vocab_size"]
+        from dftrain.model import configs
 
-
-def ds_config(batch: int, bf16: bool, on_cuda: bool) -> dict:
-    from dftrain.train.config import TrainConfig
-    from dftrain.train.trainer import fill_ds_config
-
-    cfg = TrainConfig(micro_batch_size=batch, grad_accum=1, lr=1e-5, precision="bf16" if bf16 else "fp32")
-    return fill_ds_config({"zero_optimization": {"stage": 2}}, cfg, world_size=1, on_cuda=on_cuda)
+        torch.manual_seed(0)
+        for part, model in (("unet", UNet2DConditionModel(**configs.sd21_unet_config(base=True))),
+                            ("vae", AutoencoderKL(**configs.sd21_vae_config())),
+                            ("text_encoder", CLIPTextModel(CLIPTextConfig(**configs.sd21_text_config())))):
+            shutil.rmtree(staging / part)
+            model.save_pretrained(staging / part, safe_serialization=True)
+        (staging / "dftrain_model.json").unlink(missing_ok=True)  # it describes the tiny parts replaced here
+    staging.rename(folder)
+    return folder
 
 
-def run_mode(mode: str, args, device) -> dict:
-    import deepspeed
-
-    from dftrain.train.models import set_attention
-
-    unet, vae, text_encoder, scheduler, resolution, vocab = build_models(args.tiny)
-    attention = "xformers" if mode.startswith("xformers") else "sdpa"
-    set_attention(unet, attention)
-    if args.gradient_checkpointing:
-        unet.enable_gradient_checkpointing()
-    frozen_dtype = torch.bfloat16 if (args.bf16 and device.type == "cuda") else torch.float32
-    vae.requires_grad_(False).eval().to(device, frozen_dtype)
-    text_encoder.requires_grad_(False).eval().to(device, frozen_dtype)
-    if device.type == "cuda":
-        torch.cuda.empty_cache()
-        torch.cuda.reset_peak_memory_stats(device)
-    engine, _, _, _ = deepspeed.initialize(
-        model=unet, model_parameters=[p for p in unet.parameters() if p.requires_grad],
-        config=ds_config(args.batch, args.bf16, device.type == "cuda"),
-    )
-    dtype = torch.bfloat16 if args.bf16 else torch.float32
-    g = torch.Generator(device="cpu").manual_seed(0)
-    b = args.batch
-    pixels = torch.rand(b, 3, resolution, resolution, generator=g).mul(2).sub(1).to(device, frozen_dtype)
-    ids = torch.randint(0, vocab - 2, (b, 77), generator=g).to(device)
-    with torch.no_grad():
-        cached_latents = vae.encode(pixels).latent_dist.mean * vae.config.scaling_factor
-        cached_states = text_encoder(ids)[0]
-    times = []
-    for step in range(args.warmup + args.steps):
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        start = time.perf_counter()
-        if mode.endswith("precomputed"):
-            latents, states = cached_latents, cached_states
-        else:
-            with torch.no_grad():
-                latents = vae.encode(pixels).latent_dist.sample() * vae.config.scaling_factor
-                states = text_encoder(ids)[0]
-        noise = torch.randn_like(latents)
-        t = torch.randint(0, scheduler.config.num_train_timesteps, (b,), device=device)
-        noisy = scheduler.add_noise(latents.float(), noise.float(), t)
-        pred = engine(noisy.to(dtype), t, encoder_hidden_states=states.to(dtype)).sample
-        loss = torch.nn.functional.mse_loss(pred.float(), noise.float())
-        engine.backward(loss)
-        engine.step()
-        if device.type == "cuda":
-            torch.cuda.synchronize()
-        if step >= args.warmup:
-            times.append(time.perf_counter() - start)
-    step_s = statistics.median(times)
-    result = {"samples_per_s": round(b / step_s, 2), "median_step_s": round(step_s, 4), "loss": round(loss.item(), 4),
-              "resolution": resolution, "batch": b, "attention": attention,
-              "unet_params_m": round(sum(p.numel() for p in unet.parameters()) / 1e6, 1)}
-    if device.type == "cuda":
-        result["peak_gpu_mem_gib"] = round(torch.cuda.max_memory_allocated(device) / 2**30, 2)
-    del engine, unet, vae, text_encoder
-    return result
+def dftrain(args: list[str], log: Path, *, ranks: int = 1, env: dict | None = None, timeout: float = 900) -> float:
+    """Run one dftrain command (torchrun with `ranks` > 1); its output goes to `log`. Returns seconds."""
+    launch = ([PYTHON, "-m", "torch.distributed.run", "--standalone", f"--nproc_per_node={ranks}", "-m", "dftrain"]
+              if ranks > 1 else [PYTHON, "-m", "dftrain"])
+    log.parent.mkdir(parents=True, exist_ok=True)
+    start = time.perf_counter()
+    with open(log, "w") as handle:
+        code = subprocess.call([*launch, *args], stdout=handle, stderr=subprocess.STDOUT, cwd=REPO,
+                               env={**os.environ, **(env or {})}, timeout=timeout)
+    if code != 0:
+        tail = "\n".join(log.read_text(errors="replace").splitlines()[-15:])
+        raise RuntimeError(f"dftrain {' '.join(args[:1])} failed (exit {code}); log {log}:\n{tail}")
+    return time.perf_counter() - start
 
 
-def xformers_available() -> tuple[bool, str]:
+def mode_figures(run: Path, ranks: int, seconds: float) -> dict:
+    records = [json.loads(line) for line in (run / "metrics.jsonl").read_text().splitlines() if line.strip()]
+    steady = records[1:] or records  # the first window holds compilation and warm-up
+    rate = statistics.mean(r["samples_per_s"] for r in steady)
+    return {"samples_per_s": round(rate, 2), "samples_per_s_per_gpu": round(rate / ranks, 2),
+            "step_time_s": round(statistics.median(r["step_time_s"] for r in steady), 4),
+            "peak_memory_gib_max_rank": round(max(r["memory_bytes_max_rank"] for r in records) / 2**30, 2),
+            "final_loss": round(records[-1]["loss"], 4), "ranks": ranks, "wall_s_with_startup": round(seconds, 1)}
+
+
+def xformers_importable() -> str | None:
+    """None when xformers can be used here, else why not."""
+    import torch
+
     if not torch.cuda.is_available():
-        return False, "no CUDA device"
+        return "no CUDA device"
     try:
-        import xformers  # noqa: F401
         import xformers.ops  # noqa: F401
     except Exception as exc:  # noqa: BLE001 - any import failure means "not usable"
-        return False, f"not importable: {exc}"
-    return True, ""
+        return f"not importable: {exc}"
+    return None
 
 
 def main(argv: list[str] | None = None) -> dict:
+    import torch
+
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--tiny", action="store_true", help="tiny shapes, CPU-friendly")
-    parser.add_argument("--batch", type=int, default=None)
-    parser.add_argument("--steps", type=int, default=None)
-    parser.add_argument("--warmup", type=int, default=None)
-    parser.add_argument("--fp32", dest="bf16", action="store_false", help="fp32 instead of bf16")
-    parser.add_argument("--gradient-checkpointing", action="store_true")
+    parser.add_argument("--tiny", action="store_true", help="the tiny pipeline on CPU (checks the script)")
+    parser.add_argument("--work", default=None, help="work folder (default: /tmp/dftrain-gpu-check[-tiny])")
+    parser.add_argument("--batch", type=int, default=None, help="micro-batch per rank (default 16; tiny 2)")
+    parser.add_argument("--steps", type=int, default=None, help="steps per mode (default 30; tiny 4)")
+    parser.add_argument("--images", type=int, default=None, help="training images (default 512; tiny 16)")
     parser.add_argument("--out", default=str(REPO / "benchmarks" / "results" / "gpu_check.json"))
     args = parser.parse_args(argv)
     on_cuda = torch.cuda.is_available()
-    args.batch = args.batch or (2 if args.tiny else 16)
-    args.steps = args.steps or (2 if args.tiny else 20)
-    args.warmup = args.warmup if args.warmup is not None else (1 if args.tiny else 5)
     if not on_cuda and not args.tiny:
-        print("no CUDA device: the SD 2.1 check needs a GPU (use --tiny to exercise the code on CPU)")
-    from dftrain.train.environment import device_for_local_rank, ensure_launch_env
-
-    ensure_launch_env()
-    import deepspeed
-
-    deepspeed.init_distributed(verbose=False)
-    device = device_for_local_rank()
-    report = {"device": torch.cuda.get_device_name(0) if on_cuda else "cpu", "torch": torch.__version__,
-              "precision": "bf16" if args.bf16 else "fp32", "tiny": args.tiny, "modes": {}}
-    ok, why = xformers_available()
-    for mode in ("sdpa_onthefly", "xformers_onthefly", "sdpa_precomputed"):
-        if mode.startswith("xformers") and not ok:
-            report["modes"][mode] = {"skipped": f"xformers unavailable ({why})"}
+        raise SystemExit("no CUDA device: the SD 2.1 check needs a GPU (--tiny checks the script on CPU)")
+    tiny = args.tiny
+    batch, steps = args.batch or (2 if tiny else 16), args.steps or (4 if tiny else 30)
+    n_images, resolution = args.images or (16 if tiny else 512), 32 if tiny else 256
+    ranks = min(2, torch.cuda.device_count()) if on_cuda else 1
+    work = Path(args.work or f"/tmp/dftrain-gpu-check{'-tiny' if tiny else ''}")
+    logs = work / "logs"
+    report: dict = {"device": torch.cuda.get_device_name(0) if on_cuda else "cpu", "torch": torch.__version__,
+                    "architecture": "tiny" if tiny else "sd2.1 (random weights)", "resolution": resolution,
+                    "micro_batch_per_rank": batch, "steps": steps, "ranks": ranks, "setup_s": {}, "modes": {}}
+    started = time.perf_counter()
+    model = build_pipeline(work / "model", tiny)
+    report["setup_s"]["pipeline"] = round(time.perf_counter() - started, 1)
+    data = work / "data"
+    if not (data / "objects" / "manifest.json").is_file():
+        report["setup_s"]["shards"] = round(dftrain(
+            ["shard", "synthetic", "--out", str(data), "--n", str(n_images), "--size", str(resolution),
+             "--objects-per-class", "4", "--overwrite"], logs / "shards.log"), 1)
+    if not (work / "latents-objects" / "manifest.json").is_file():
+        report["setup_s"]["precompute"] = round(dftrain(
+            ["precompute", "--model", str(model), "--shards", str(data / "train"), "--out", str(work / "latents"),
+             "--objects", str(data / "objects"), "--objects-out", str(work / "latents-objects"),
+             "--resolution", str(resolution)], logs / "precompute.log"), 1)
+    modes = {"sdpa_onthefly": ("sdpa", data / "train", data / "objects"),
+             "sdpa_precomputed": ("sdpa", work / "latents", work / "latents-objects"),
+             "xformers_onthefly": ("xformers", data / "train", data / "objects")}
+    for mode, (attention, shards, objects) in modes.items():
+        if attention == "xformers" and (why := xformers_importable()) is not None:
+            report["modes"][mode] = {"skipped": f"xformers {why}"}
             continue
+        run = work / "runs" / mode
+        train_args = ["train", "--model", str(model), "--shards", str(shards), "--objects", str(objects),
+                      "--out", str(run), "--overwrite", "--fusion", "dual", "--steps", str(steps),
+                      "--micro-batch-size", str(batch), "--lr", "1e-5", "--warmup-steps", "0",
+                      "--zero-stage", "2", "--precision", "bf16" if on_cuda else "fp32", "--attention", attention,
+                      "--resolution", str(resolution), "--log-every", str(max(1, steps // 5)),
+                      "--checkpoint-every", str(10**9), "--keep-checkpoints", "1", "--no-export", "--no-progress"]
         try:
-            report["modes"][mode] = run_mode(mode, args, device)
+            seconds = dftrain(train_args, logs / f"{mode}.log", ranks=ranks, env={"OMP_NUM_THREADS": "4" if on_cuda else "1"})
+            report["modes"][mode] = mode_figures(run, ranks, seconds)
         except Exception as exc:  # noqa: BLE001 - one failing mode must not hide the others
-            report["modes"][mode] = {"error": f"{type(exc).__name__}: {exc}"}
-        print(mode, report["modes"][mode], flush=True)
-    sdpa, pre = report["modes"].get("sdpa_onthefly", {}), report["modes"].get("sdpa_precomputed", {})
-    if "samples_per_s" in sdpa and "samples_per_s" in pre:
-        report["precomputed_speedup"] = round(pre["samples_per_s"] / sdpa["samples_per_s"], 3)
-    xf = report["modes"].get("xformers_onthefly", {})
-    if "samples_per_s" in sdpa and "samples_per_s" in xf:
-        report["xformers_vs_sdpa"] = round(xf["samples_per_s"] / sdpa["samples_per_s"], 3)
+            report["modes"][mode] = {"error": str(exc)}
+        print(mode, json.dumps(report["modes"][mode]), flush=True)
+    figures = {m: r.get("samples_per_s") for m, r in report["modes"].items()}
+    if figures.get("sdpa_onthefly") and figures.get("sdpa_precomputed"):
+        report["precomputed_vs_onthefly"] = round(figures["sdpa_precomputed"] / figures["sdpa_onthefly"], 3)
+    if figures.get("sdpa_onthefly") and figures.get("xformers_onthefly"):
+        report["xformers_vs_sdpa"] = round(figures["xformers_onthefly"] / figures["sdpa_onthefly"], 3)
+    report["total_s"] = round(time.perf_counter() - started, 1)
     Path(args.out).parent.mkdir(parents=True, exist_ok=True)
     Path(args.out).write_text(json.dumps(report, indent=2) + "\n")
     print(json.dumps(report, indent=2))
@@ -175,5 +165,4 @@ def main(argv: list[str] | None = None) -> dict:
 
 
 if __name__ == "__main__":
-    os.environ.setdefault("OMP_NUM_THREADS", "1")
     main(sys.argv[1:])
