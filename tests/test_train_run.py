@@ -224,7 +224,11 @@ def test_latents_without_text_states_train_with_the_caption_encoded_in_the_step(
     lean, full = Manifest.load(tmp_path / "lean"), Manifest.load(tmp_path / "full")
     assert lean.extra["text_states"] is False and full.extra["text_states"] is True
     sample = next(iter_samples(tmp_path / "lean", rank=0, world_size=1, decode=False, require=(LATENTS_FIELD,)))
-    assert set(load_latents_field(sample[LATENTS_FIELD])) == {"latent", "latent_flip"} and sample["txt"]
+    stored = load_latents_field(sample[LATENTS_FIELD])
+    assert set(stored) == {"latent", "latent_flip", "latent_std", "latent_flip_std"} and sample["txt"]
+    assert (stored["latent_std"].float() > 0).all()  # the posterior's std: the step samples it
+    bank_sample = next(iter_samples(tmp_path / "lean_obj", rank=0, world_size=1, decode=False, require=(LATENTS_FIELD,)))
+    assert set(load_latents_field(bank_sample[LATENTS_FIELD])) == {"latent"}  # objects: the mean
     assert sum(s.bytes for s in lean.shards) < sum(s.bytes for s in full.shards)
 
     text_level = dict(fusion="dual", caption_fusion="tail_add", word_repeat=True, text_mitigation_p=1.0,
@@ -274,3 +278,31 @@ def test_training_with_a_zero_object_cache_maps_the_bank_from_the_run_folder(ass
         summary = train(quick_config(assets, tmp_path / "run", steps=2, object_cache_mb=0, fusion="dual", export=False))
     assert summary["step"] == 2
     assert f"memory-mapped from {tmp_path / 'run' / '.object-latents'}" in caplog.text
+
+
+def test_precomputed_latents_are_sampled_from_the_stored_posterior():
+    """mean + std * noise from the batch generator (the paper trains on posterior samples); the mirror's own
+    mean and std when flipped; the mean alone for latents folders written without std."""
+    import random
+    from types import SimpleNamespace
+
+    from dftrain.train.batch import BatchBuilder, precomputed_view
+
+    mean, std = torch.full((4, 2, 2), 1.0), torch.full((4, 2, 2), 0.5)
+    example = {"latent": mean, "latent_std": std, "latent_flip": mean + 10, "latent_flip_std": std * 2}
+    assert torch.equal(precomputed_view(example, "latent_std", True), std * 2)
+    assert torch.equal(precomputed_view({"latent": torch.arange(4.0).view(1, 2, 2)}, "latent", True),
+                       torch.tensor([[[1.0, 0.0], [3.0, 2.0]]]))
+    cfg = SimpleNamespace(fusion="none", random_flip=False, w_lat=0.1, object_cache_mb=0, out=None)
+    components = SimpleNamespace(tokenizer=None)
+
+    def latents(examples, seed):
+        builder = BatchBuilder(cfg, components, None, device=torch.device("cpu"),
+                               generator=torch.Generator().manual_seed(seed), rng=random.Random(0), precomputed=True)
+        return builder.latents(examples, None)
+
+    z = latents([example] * 64, 0)
+    expected_noise = torch.randn(z.shape, generator=torch.Generator().manual_seed(0))
+    assert torch.allclose(z, mean + std * expected_noise)
+    assert not torch.equal(z, latents([example] * 64, 1))
+    assert torch.equal(latents([{"latent": mean}], 0)[0], mean)  # no std stored: the mean, as before

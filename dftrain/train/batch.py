@@ -16,6 +16,15 @@ from dftrain.train import fusion, mitigations
 from dftrain.train.models import encode_token_ids, tokenize
 
 
+def precomputed_view(example: dict, name: str, flipped: bool) -> torch.Tensor:
+    """`latent` / `latent_std` of an example, or of its mirror image: the precomputed mirror when stored,
+    else the latent flipped (the VAE is not exactly flip-equivariant, hence the stored one)."""
+    if not flipped:
+        return example[name]
+    mirror = example.get(name.replace("latent", "latent_flip", 1))
+    return mirror if mirror is not None else example[name].flip(-1)
+
+
 class BatchBuilder:
     def __init__(self, cfg, components, bank, *, device, generator: torch.Generator, rng: random.Random, precomputed: bool,
                  stored_text: bool | None = None):
@@ -118,13 +127,12 @@ class BatchBuilder:
         if self.latent_fusion and object_idx is not None and cached_objects:
             z_obj = self.bank.cached_latents(object_idx)
         if self.precomputed:
-            rows = []
-            for ex, f in zip(examples, flip.tolist(), strict=True):
-                if f and ex.get("latent_flip") is not None:
-                    rows.append(ex["latent_flip"])
-                else:
-                    rows.append(ex["latent"].flip(-1) if f else ex["latent"])
-            z = torch.stack(rows).float()
+            means = [precomputed_view(ex, "latent", f) for ex, f in zip(examples, flip.tolist(), strict=True)]
+            z = torch.stack(means).float()
+            if all(ex.get("latent_std") is not None for ex in examples):  # folders from before: the mean only
+                stds = torch.stack([precomputed_view(ex, "latent_std", f)
+                                    for ex, f in zip(examples, flip.tolist(), strict=True)]).float()
+                z = z + stds * torch.randn(z.shape, generator=self.generator)
         else:
             pixels = torch.stack([ex["pixels"] for ex in examples])
             pixels = torch.where(flip.view(-1, 1, 1, 1), pixels.flip(-1), pixels)

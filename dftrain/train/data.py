@@ -172,6 +172,8 @@ class TrainStream:
             tensors = load_latents_field(raw[LATENTS_FIELD])
             example["latent"] = tensors["latent"]
             example["latent_flip"] = tensors.get("latent_flip")
+            example["latent_std"] = tensors.get("latent_std")
+            example["latent_flip_std"] = tensors.get("latent_flip_std")
             example["text_states"] = tensors.get("text_states")
         else:
             try:

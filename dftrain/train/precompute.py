@@ -6,6 +6,9 @@ Each sample keeps `__key__`, `txt`, `json` (and `cls` for object banks) and adds
 
   latent       [C, h, w]  VAE latent-distribution mean x scaling_factor (what the UNet sees)
   latent_flip  [C, h, w]  the same for the horizontally flipped image (when --random-flip)
+  latent_std, latent_flip_std
+               [C, h, w]  the posterior's std x scaling_factor (training sets): the step samples
+                          mean + std * noise, as training from images does (the paper's training)
   text_states  [T, D]     text-encoder last hidden states of the chosen caption (training sets, only
                           with --text-states: [77, 1024] fp16 is ~154 KiB per sample for SD 2.x, about
                           5x the latents, while the text encoder is ~8% of the UNet's FLOPs; without
@@ -73,8 +76,13 @@ class Encoder:
 
     @torch.no_grad()
     def latents(self, pixels: torch.Tensor) -> torch.Tensor:
-        mean = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist.mean
-        return mean.float().cpu() * self.scaling_factor
+        return self.posterior(pixels)[0]
+
+    @torch.no_grad()
+    def posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the VAE's latent distribution, both x scaling factor."""
+        dist = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
+        return dist.mean.float().cpu() * self.scaling_factor, dist.std.float().cpu() * self.scaling_factor
 
     @torch.no_grad()
     def text(self, captions: list[str]) -> torch.Tensor:
@@ -100,13 +108,15 @@ def encode_shard_samples(
         if not good:
             continue
         px = torch.stack(pixels)
-        z = enc.latents(px)
-        z_flip = enc.latents(px.flip(-1)) if flip else None
+        # training samples keep the posterior's std, so the step samples it as on-the-fly training does;
+        # object latents are the mean (a constant per object, like the on-the-fly cache)
+        z, z_std = enc.posterior(px)
+        z_flip, z_flip_std = enc.posterior(px.flip(-1)) if flip else (None, None)
         states = enc.text([pick_caption(s, caption_field) for s in good]) if text_states and not objects else None
         for i, sample in enumerate(good):
-            tensors = {"latent": z[i]}
+            tensors = {"latent": z[i]} if objects else {"latent": z[i], "latent_std": z_std[i]}
             if z_flip is not None:
-                tensors["latent_flip"] = z_flip[i]
+                tensors["latent_flip"], tensors["latent_flip_std"] = z_flip[i], z_flip_std[i]
             if states is not None:
                 tensors["text_states"] = states[i]
             out = {"__key__": sample["__key__"], LATENTS_FIELD: encode_latent_blob(tensors, dtype)}
@@ -168,6 +178,7 @@ def precompute_folder(
             "resolution": enc.resolution, "scaling_factor": enc.scaling_factor, "flip": flip and not objects,
             "caption_field": None if objects else caption_field, "dtype": dtype, "source": str(source),
             "source_kind": source_kind, "objects": objects, "text_states": text_states and not objects,
+            "posterior_std": not objects,
         }).save(out)
         manifest_written = True
     return {"out": str(out), "samples": written, "skipped": len(skipped) + stats.total_skipped, "manifest": manifest_written}
