@@ -306,3 +306,17 @@ def test_precomputed_latents_are_sampled_from_the_stored_posterior():
     assert torch.allclose(z, mean + std * expected_noise)
     assert not torch.equal(z, latents([example] * 64, 1))
     assert torch.equal(latents([{"latent": mean}], 0)[0], mean)  # no std stored: the mean, as before
+
+
+def test_precompute_refuses_an_output_folder_it_did_not_make(assets, tmp_path):
+    from dftrain.errors import DftrainError
+    from dftrain.train.precompute import precompute
+
+    theirs = tmp_path / "theirs"
+    theirs.mkdir()
+    (theirs / "notes.txt").write_text("someone's data")
+    with pytest.raises(DftrainError, match="theirs"):
+        precompute(assets["model"], assets["shards"], theirs, batch_size=8, rank=0, world_size=1)
+    assert sorted(p.name for p in theirs.iterdir()) == ["notes.txt"]
+    result = precompute(assets["model"], assets["shards"], theirs, batch_size=8, rank=0, world_size=1, overwrite=True)
+    assert result["train"]["manifest"] and (theirs / "notes.txt").is_file()

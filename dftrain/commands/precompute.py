@@ -22,6 +22,7 @@ def precompute(
                                           "the text encoder but cannot change caption text)."),
     batch_size: int = typer.Option(16, help="Images per encoder call."),
     dtype: str = typer.Option("fp16", help="Storage dtype: fp16 | bf16 | fp32."),
+    overwrite: bool = typer.Option(False, "--overwrite", help="Write into an output folder dftrain did not make."),
     rank: int = typer.Option(None, help="This worker's rank (default: RANK / SLURM_PROCID / 0)."),
     world_size: int = typer.Option(None, help="Number of workers (default: WORLD_SIZE / SLURM_NTASKS / 1)."),
 ) -> None:
@@ -38,7 +39,7 @@ def precompute(
     result = run(
         model, shards, out, objects=objects, objects_out=objects_out, resolution=resolution, flip=random_flip,
         caption_field=caption_field, batch_size=batch_size, dtype=dtype, rank=rank, world_size=world_size,
-        text_states=text_states, command="dftrain precompute " + " ".join(sys.argv[2:]),
+        text_states=text_states, overwrite=overwrite, command="dftrain precompute " + " ".join(sys.argv[2:]),
     )
     for name, part in result.items():
         state = "manifest written" if part["manifest"] else "waiting for other ranks' shards"

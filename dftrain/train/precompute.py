@@ -30,6 +30,7 @@ from pathlib import Path
 
 import torch
 
+from dftrain.distributed import split_for_rank
 from dftrain.errors import DftrainError
 from dftrain.train.data import LATENTS_FIELD, decode_image, pick_caption, shard_paths
 
@@ -129,20 +130,33 @@ def encode_shard_samples(
 def precompute_folder(
     source: str | Path, out: str | Path, enc: Encoder, *, objects: bool, flip: bool, caption_field: str = "txt",
     batch_size: int = 16, dtype: str = "fp16", rank: int = 0, world_size: int = 1, command: str = "",
-    progress: bool = True, encoder_id: dict | None = None, text_states: bool = False,
+    progress: bool = True, encoder_id: dict | None = None, text_states: bool = False, overwrite: bool = False,
 ) -> dict:
     """Encode one shard folder. A finished output shard is reused only when it was made from the same
     input content (the input shard's sha256 in its manifest), the same encoder weights (`encoder_id`)
     and the same settings; paths and sizes do not count (tars are padded, so sizes often match)."""
-    from dftrain.shards import Manifest, ShardInfo, SkipStats, iter_samples, write_shard
+    from dftrain.outputs import claim_output
+    from dftrain.shards import Manifest
 
     source, out = Path(source), Path(out)
     if dtype not in STORAGE_DTYPES:
         raise DftrainError(f"--dtype must be one of {', '.join(STORAGE_DTYPES)}")
     inputs = shard_paths(source)
     input_sha256 = {info.name: info.sha256 for info in Manifest.load(source).shards}
-    out.mkdir(parents=True, exist_ok=True)
-    mine = inputs[rank::world_size]
+    with claim_output(out, "precompute", overwrite=overwrite, scope=f"rank{rank}"):
+        return _precompute_into(source, out, enc, inputs, input_sha256, objects=objects, flip=flip,
+                                caption_field=caption_field, batch_size=batch_size, dtype=dtype, rank=rank,
+                                world_size=world_size, command=command, progress=progress, encoder_id=encoder_id,
+                                text_states=text_states)
+
+
+def _precompute_into(source: Path, out: Path, enc: Encoder, inputs: list[Path], input_sha256: dict[str, str], *,
+                     objects: bool, flip: bool, caption_field: str, batch_size: int, dtype: str, rank: int,
+                     world_size: int, command: str, progress: bool, encoder_id: dict | None,
+                     text_states: bool) -> dict:
+    from dftrain.shards import Manifest, ShardInfo, SkipStats, iter_samples, write_shard
+
+    mine = split_for_rank(inputs, rank, world_size)
     stats, skipped, written = SkipStats(), [], 0
     for path in mine:
         target = out / path.name
@@ -195,7 +209,7 @@ def precompute(
     model: str | Path, shards: str | Path, out: str | Path, *, objects: str | Path | None = None,
     objects_out: str | Path | None = None, resolution: int | None = None, flip: bool = True,
     caption_field: str = "txt", batch_size: int = 16, dtype: str = "fp16", rank: int | None = None,
-    world_size: int | None = None, command: str = "", text_states: bool = False,
+    world_size: int | None = None, command: str = "", text_states: bool = False, overwrite: bool = False,
 ) -> dict:
     """Encode the training shards (and the object bank) into latent shards."""
     from dftrain.distributed import rank_info
@@ -209,13 +223,13 @@ def precompute(
         shards, out, enc, objects=False, flip=flip, caption_field=caption_field, batch_size=batch_size,
         dtype=dtype, rank=info.rank, world_size=info.world_size, command=command,
         encoder_id=encoder_identity(model, ("vae", "text_encoder", "tokenizer") if text_states else ("vae",)),
-        text_states=text_states,
+        text_states=text_states, overwrite=overwrite,
     )}
     if objects is not None:
         objects_out = objects_out or Path(out).parent / f"{Path(out).name}-objects"
         result["objects"] = precompute_folder(
             objects, objects_out, enc, objects=True, flip=False, batch_size=batch_size, dtype=dtype,
             rank=info.rank, world_size=info.world_size, command=command,
-            encoder_id=encoder_identity(model, ("vae",)),
+            encoder_id=encoder_identity(model, ("vae",)), overwrite=overwrite,
         )
     return result
