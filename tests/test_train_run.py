@@ -320,3 +320,23 @@ def test_precompute_refuses_an_output_folder_it_did_not_make(assets, tmp_path):
     assert sorted(p.name for p in theirs.iterdir()) == ["notes.txt"]
     result = precompute(assets["model"], assets["shards"], theirs, batch_size=8, rank=0, world_size=1, overwrite=True)
     assert result["train"]["manifest"] and (theirs / "notes.txt").is_file()
+
+
+def test_decoding_workers_give_the_same_training_and_resume_exactly(assets, tmp_path, monkeypatch, caplog):
+    """--num-workers 2 decodes in other processes, ahead of the step: the same batches as 0 workers
+    (same loss sequence and weights, fp32), and an interrupted run with workers resumes to the same weights."""
+    import logging
+
+    in_process_env(monkeypatch)
+    common = dict(export=False, steps=6, checkpoint_every=3, fusion="dual", zero_stage=0)
+    train(quick_config(assets, tmp_path / "inline", num_workers=0, **common))
+    with caplog.at_level(logging.INFO, logger="dftrain.train"):
+        train(quick_config(assets, tmp_path / "workers", num_workers=2, **common))
+    assert "decoding images in 2 worker processes" in caplog.text
+    train(quick_config(assets, tmp_path / "split", num_workers=2, **{**common, "steps": 3}))
+    train(quick_config(assets, tmp_path / "split", num_workers=2, resume="auto", **common))
+    losses = {name: [r["loss"] for r in read_metrics(tmp_path / name)] for name in ("inline", "workers", "split")}
+    assert losses["workers"] == losses["inline"] == losses["split"]
+    weights = {name: unet_weights(tmp_path / name)[1] for name in losses}
+    for name in ("workers", "split"):
+        assert max((weights[name][k] - weights["inline"][k]).abs().max().item() for k in weights["inline"]) == 0

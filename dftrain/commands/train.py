@@ -44,6 +44,8 @@ def train(
     resolution: int = O(None, help="Image size (default: UNet sample_size x VAE factor)."),
     random_flip: bool = O(None, "--random-flip/--no-random-flip", help="Random horizontal flip (default: on)."),
     shuffle_buffer: int = O(None, help="Shuffle buffer (examples) (default: 256)."),
+    num_workers: int = O(None, help="Image-decoding processes per rank; 0 decodes in the training process "
+                                     "(default: on GPUs min(4, cores per rank - 1); 0 on CPU-only hosts)."),
     object_cache_mb: int = O(None, help="Object-bank latents kept in RAM up to this many MiB, beyond it memory-mapped from RUN/.object-latents (default: 2048)."),
     steps: int = O(None, help="Optimizer steps (default: 1000)."),
     micro_batch_size: int = O(None, help="Examples per rank per micro-step (default: 4)."),

@@ -53,6 +53,7 @@ class TrainConfig:
     resolution: int | None = None  # default: unet sample_size * vae scale factor
     random_flip: bool = True
     shuffle_buffer: int = 256
+    num_workers: int | None = None  # image-decoding processes per rank; None: from the cores (0 on CPU-only hosts)
     object_cache_mb: int = 2048  # encode the whole object bank once when its latents fit (on-the-fly mode)
     # optimisation
     steps: int = 1000
@@ -310,6 +311,8 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
     _check_range(problems, "warmup_steps", cfg.warmup_steps, 0, None)
     _check_range(problems, "grad_clip", cfg.grad_clip, 0.0, None)
     _check_range(problems, "shuffle_buffer", cfg.shuffle_buffer, 0, None)
+    if cfg.num_workers is not None:
+        _check_range(problems, "num_workers", cfg.num_workers, 0, None)
     _check_range(problems, "object_cache_mb", cfg.object_cache_mb, 0, None)
     if cfg.lr is None or cfg.lr <= 0:
         problems.append(f"--lr must be > 0, got {cfg.lr}")

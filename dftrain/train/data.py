@@ -53,6 +53,18 @@ def shard_paths(folder: str | Path) -> list[Path]:
 
 def decode_image(jpg: bytes, resolution: int) -> torch.Tensor:
     """JPEG bytes -> float tensor [3, R, R] in [-1, 1] (shorter side resized to R, centre crop)."""
+    return pixels_from_crop(crop_image(jpg, resolution))
+
+
+def pixels_from_crop(array) -> torch.Tensor:
+    """uint8 [R, R, 3] -> float [3, R, R] in [-1, 1]."""
+    import numpy as np
+
+    return torch.from_numpy(np.asarray(array, dtype=np.float32)).permute(2, 0, 1).div(127.5).sub(1.0).contiguous()
+
+
+def crop_image(jpg: bytes, resolution: int):
+    """JPEG bytes -> uint8 array [R, R, 3]: the decoding work, which --num-workers moves to other processes."""
     import numpy as np
     from PIL import Image
 
@@ -65,8 +77,7 @@ def decode_image(jpg: bytes, resolution: int) -> torch.Tensor:
         w, h = im.size
         left, top = (w - resolution) // 2, (h - resolution) // 2
         im = im.crop((left, top, left + resolution, top + resolution))
-        array = np.asarray(im, dtype=np.float32)
-    return torch.from_numpy(array).permute(2, 0, 1).div(127.5).sub(1.0).contiguous()
+        return np.asarray(im, dtype=np.uint8).copy()
 
 
 def load_latents_field(raw: bytes) -> dict[str, torch.Tensor]:
@@ -112,6 +123,8 @@ class TrainStream:
         shuffle_buffer: int = 256,
         seed: int = 0,
         position: StreamPosition | None = None,
+        num_workers: int = 0,
+        prefetch: int = 4,
     ):
         from dftrain.shards import SkipStats
 
@@ -123,6 +136,11 @@ class TrainStream:
         self.stats = SkipStats()
         # Fewer shards than ranks: split by example instead of by shard so that no rank is idle.
         self.split_by_shard = len(self.paths) >= world_size
+        # Decoding in `num_workers` processes, up to num_workers x prefetch images ahead; results are
+        # taken in stream order, so batches, skips and the resume position are those of 0 workers.
+        self.num_workers = 0 if precomputed else num_workers
+        self.prefetch = max(1, prefetch)
+        self._pool = None
         self._iter = self._examples()
 
     def _raw_epoch(self, epoch: int) -> Iterator[dict]:
@@ -140,20 +158,54 @@ class TrainStream:
                 if i % self.world_size == self.rank:
                     yield sample
 
+    def _fresh(self, epoch: int, skip: int, counts: dict) -> Iterator[tuple[int, dict]]:
+        for i, raw in enumerate(self._raw_epoch(epoch)):
+            counts["produced"] += 1
+            if i >= skip:
+                yield i, raw
+
+    def _converted(self, items: Iterator[tuple[int, dict]]) -> Iterator[tuple[int, dict | None]]:
+        """(index, example or None for a skipped sample), in stream order."""
+        if not self.num_workers:
+            for i, raw in items:
+                yield i, self.convert(raw)
+            return
+        from collections import deque
+
+        if self._pool is None:
+            import multiprocessing
+            from concurrent.futures import ProcessPoolExecutor
+
+            # spawn: the parent holds OpenMP and gloo threads, which a forked child could deadlock on
+            self._pool = ProcessPoolExecutor(self.num_workers, mp_context=multiprocessing.get_context("spawn"))
+            log.info("rank %d: decoding images in %d worker processes", self.rank, self.num_workers)
+        window: deque = deque()
+        for i, raw in items:
+            window.append((i, raw, self._pool.submit(crop_image, raw["jpg"], self.resolution)))
+            if len(window) >= self.num_workers * self.prefetch:
+                i0, raw0, done = window.popleft()
+                yield i0, self.convert(raw0, crop=done.result)
+        while window:
+            i0, raw0, done = window.popleft()
+            yield i0, self.convert(raw0, crop=done.result)
+
+    def close(self) -> None:
+        if self._pool is not None:
+            self._pool.shutdown(wait=False, cancel_futures=True)
+            self._pool = None
+
     def _examples(self) -> Iterator[dict]:
         skip = self.position.index
         while True:
-            produced = tried = used = 0
-            for i, raw in enumerate(self._raw_epoch(self.position.epoch)):
-                produced += 1
-                if i < skip:
-                    continue
+            counts = {"produced": 0}
+            tried = used = 0
+            for i, example in self._converted(self._fresh(self.position.epoch, skip, counts)):
                 self.position.index = i + 1
                 tried += 1
-                example = self.convert(raw)
                 if example is not None:
                     used += 1
                     yield example
+            produced = counts["produced"]
             if produced == 0:
                 raise DftrainError(f"rank {self.rank}: no usable training samples in {self.paths[0].parent}")
             if tried and not used:  # every sample skipped: another epoch would skip them all again, forever
@@ -162,7 +214,9 @@ class TrainStream:
             self.position = StreamPosition(self.position.epoch + 1, 0)
             skip = 0
 
-    def convert(self, raw: dict) -> dict:
+    def convert(self, raw: dict, crop=None) -> dict | None:
+        """A training example from a raw sample (None: skipped and counted). crop: a callable giving the
+        decoded uint8 crop (a worker's result); default: decode here."""
         example = {
             "key": raw.get("__key__"),
             "caption": pick_caption(raw, self.caption_field),
@@ -177,7 +231,8 @@ class TrainStream:
             example["text_states"] = tensors.get("text_states")
         else:
             try:
-                example["pixels"] = decode_image(raw["jpg"], self.resolution)
+                array = crop() if crop is not None else crop_image(raw["jpg"], self.resolution)
+                example["pixels"] = pixels_from_crop(array)
             except Exception as exc:  # PIL raises many types for a bad image
                 log.warning("skipped sample %s: undecodable image (%s)", example["key"], exc)
                 self.stats.add(str(example["key"]), "undecodable image")

@@ -55,6 +55,15 @@ def skip_cpu_shm_comm() -> None:
     deepspeed.ops.__compatible_ops__[SHM_COMM_OP] = False
 
 
+def default_num_workers(on_cuda: bool) -> int:
+    """Decoding processes per rank: on GPUs the cores a rank may use, less one for the step, at most 4;
+    on CPU-only hosts 0 (the ranks already use every core, and worker start-up would only cost time)."""
+    if not on_cuda:
+        return 0
+    local_ranks = int(os.environ.get("LOCAL_WORLD_SIZE", "1") or 1)
+    return max(0, min(4, (os.cpu_count() or 1) // max(1, local_ranks) - 1))
+
+
 def device_for_local_rank():
     import torch
 

@@ -23,6 +23,7 @@ from dftrain.errors import DftrainError
 from dftrain.train import checkpoint as ckpt
 from dftrain.train.config import TrainConfig, summary_lines, validate
 from dftrain.train.environment import (
+    default_num_workers,
     device_for_local_rank,
     ensure_launch_env,
     peak_memory_bytes,
@@ -270,6 +271,7 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
     stream = TrainStream(
         cfg.shards, rank=rank, world_size=world, resolution=resolution, precomputed=precomputed,
         caption_field=cfg.caption_field, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, position=position,
+        num_workers=cfg.num_workers if cfg.num_workers is not None else default_num_workers(on_cuda),
     )
     bank = ObjectBank(cfg.objects, precomputed=precomputed, resolution=resolution) if cfg.fusion != "none" else None
     builder = BatchBuilder(cfg, components, bank, device=device, generator=generator, rng=rng, precomputed=precomputed,
@@ -356,6 +358,7 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
         if last_saved != state.step:
             save(state.step)
     finally:
+        stream.close()
         stop.restore()
         if progress is not None:
             progress.stop()
