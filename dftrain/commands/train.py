@@ -44,6 +44,10 @@ def train(
     resolution: int = O(None, help="Image size (default: UNet sample_size x VAE factor)."),
     random_flip: bool = O(None, "--random-flip/--no-random-flip", help="Random horizontal flip (default: on)."),
     shuffle_buffer: int = O(None, help="Shuffle buffer (examples) (default: 256)."),
+    dup_sampling: str = O(None, help="Baseline: none | dup_both (a fraction of samples drawn with more weight) | "
+                                      "dup_image (the same, each time with a random caption of theirs) (default: none)."),
+    dup_fraction: float = O(None, help="Fraction of samples drawn with more weight (default: 0.05, theirs)."),
+    dup_weight: int = O(None, help="Their weight: occurrences per epoch (default: 5, theirs)."),
     num_workers: int = O(None, help="Image-decoding processes per rank; 0 decodes in the training process "
                                      "(default: on GPUs min(4, cores per rank - 1); 0 on CPU-only hosts)."),
     object_cache_mb: int = O(None, help="Object-bank latents kept in RAM up to this many MiB, beyond it memory-mapped from RUN/.object-latents (default: 2048)."),

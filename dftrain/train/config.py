@@ -53,6 +53,9 @@ class TrainConfig:
     resolution: int | None = None  # default: unet sample_size * vae scale factor
     random_flip: bool = True
     shuffle_buffer: int = 256
+    dup_sampling: str = "none"  # none | dup_both | dup_image (the prior study's duplication sampling)
+    dup_fraction: float = 0.05  # fraction of samples drawn with more weight
+    dup_weight: int = 5  # their weight: occurrences per epoch
     num_workers: int | None = None  # image-decoding processes per rank; None: from the cores (0 on CPU-only hosts)
     object_cache_mb: int = 2048  # encode the whole object bank once when its latents fit (on-the-fly mode)
     # optimisation
@@ -311,6 +314,12 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
     _check_range(problems, "warmup_steps", cfg.warmup_steps, 0, None)
     _check_range(problems, "grad_clip", cfg.grad_clip, 0.0, None)
     _check_range(problems, "shuffle_buffer", cfg.shuffle_buffer, 0, None)
+    from dftrain.train.duplication import DUP_SAMPLING_MODES
+
+    if cfg.dup_sampling not in DUP_SAMPLING_MODES:
+        problems.append(f"--dup-sampling must be one of {', '.join(DUP_SAMPLING_MODES)}, got {cfg.dup_sampling!r}")
+    _check_range(problems, "dup_fraction", cfg.dup_fraction, 0.0, 1.0)
+    _check_range(problems, "dup_weight", cfg.dup_weight, 1, None)
     if cfg.num_workers is not None:
         _check_range(problems, "num_workers", cfg.num_workers, 0, None)
     _check_range(problems, "object_cache_mb", cfg.object_cache_mb, 0, None)
@@ -366,6 +375,7 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
         text_level = {
             "--caption-fusion tail_add": cfg.fusion in ("caption", "dual") and cfg.caption_fusion == "tail_add",
             "--multi-caption": cfg.multi_caption,
+            "--dup-sampling dup_image": cfg.dup_sampling == "dup_image",
             "--caption-replace": cfg.caption_replace,
             "--word-insert": cfg.word_insert,
             "--word-repeat": cfg.word_repeat,

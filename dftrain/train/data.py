@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import io
 import logging
+import random
 from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -125,6 +126,9 @@ class TrainStream:
         position: StreamPosition | None = None,
         num_workers: int = 0,
         prefetch: int = 4,
+        dup_sampling: str = "none",
+        dup_fraction: float = 0.05,
+        dup_weight: int = 5,
     ):
         from dftrain.shards import SkipStats
 
@@ -141,6 +145,7 @@ class TrainStream:
         self.num_workers = 0 if precomputed else num_workers
         self.prefetch = max(1, prefetch)
         self._pool = None
+        self.dup_sampling, self.dup_fraction, self.dup_weight = dup_sampling, dup_fraction, dup_weight
         self._iter = self._examples()
 
     def _raw_epoch(self, epoch: int) -> Iterator[dict]:
@@ -159,10 +164,26 @@ class TrainStream:
                     yield sample
 
     def _fresh(self, epoch: int, skip: int, counts: dict) -> Iterator[tuple[int, dict]]:
-        for i, raw in enumerate(self._raw_epoch(epoch)):
+        for i, raw in enumerate(self._weighted(self._raw_epoch(epoch), epoch)):
             counts["produced"] += 1
             if i >= skip:
                 yield i, raw
+
+    def _weighted(self, raws: Iterator[dict], epoch: int) -> Iterator[dict]:
+        """The prior study's duplication sampling (dftrain/train/duplication.py), or the stream as it is."""
+        if self.dup_sampling == "none":
+            yield from raws
+            return
+        from dftrain.train import duplication
+
+        rng = random.Random((self.seed * 1000003 + epoch) * 1009 + self.rank)
+        chosen = lambda raw: duplication.is_chosen(str(raw.get("__key__")), self.dup_fraction, self.seed)  # noqa: E731
+        window = max(self.shuffle_buffer, 16)
+        for raw, picked in duplication.spread_copies(raws, chosen, self.dup_weight, window, rng):
+            if picked and self.dup_sampling == "dup_image":
+                captions = all_captions(raw, self.caption_field)
+                raw = {**raw, "__caption__": duplication.random_caption(captions, rng)}
+            yield raw
 
     def _converted(self, items: Iterator[tuple[int, dict]]) -> Iterator[tuple[int, dict | None]]:
         """(index, example or None for a skipped sample), in stream order."""
@@ -219,7 +240,7 @@ class TrainStream:
         decoded uint8 crop (a worker's result); default: decode here."""
         example = {
             "key": raw.get("__key__"),
-            "caption": pick_caption(raw, self.caption_field),
+            "caption": raw.get("__caption__") or pick_caption(raw, self.caption_field),
             "captions": all_captions(raw, self.caption_field),
         }
         if self.precomputed:

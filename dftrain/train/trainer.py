@@ -272,6 +272,7 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
         cfg.shards, rank=rank, world_size=world, resolution=resolution, precomputed=precomputed,
         caption_field=cfg.caption_field, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, position=position,
         num_workers=cfg.num_workers if cfg.num_workers is not None else default_num_workers(on_cuda),
+        dup_sampling=cfg.dup_sampling, dup_fraction=cfg.dup_fraction, dup_weight=cfg.dup_weight,
     )
     bank = ObjectBank(cfg.objects, precomputed=precomputed, resolution=resolution) if cfg.fusion != "none" else None
     builder = BatchBuilder(cfg, components, bank, device=device, generator=generator, rng=rng, precomputed=precomputed,
