@@ -83,5 +83,5 @@ def test_resume_refuses_a_checkpoint_that_would_run_code(assets, tmp_path, monke
     result = dftrain("train", "--model", str(assets["model"]), "--shards", str(assets["shards"]),
                      "--objects", str(assets["objects"]), "--out", str(out), "--zero-stage", "0",
                      "--precision", "fp32", "--steps", "3", "--micro-batch-size", "2", "--no-progress",
-                     "--resume", str(tmp_path / "elsewhere"))
+                     "--resume", str(tmp_path / "elsewhere"), "--allow-changes")  # other options than the checkpoint's
     assert_refused(result, marker)
