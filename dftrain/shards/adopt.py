@@ -69,7 +69,7 @@ def _part_path(folder: Path, rank: int, world_size: int) -> Path:
     return folder / f"{PART_PREFIX}{rank:05d}-of-{world_size:05d}.json"
 
 
-def index_tars(folder: Path, tars: list[Path], kind: str, limits: Limits) -> dict:
+def index_tars(tars: list[Path], kind: str, limits: Limits) -> dict:
     """One rank's share: a ShardInfo per readable tar, the problems, the img2dataset counts."""
     require = REQUIRED_FIELDS.get(kind, ())
     part: dict = {"shards": [], "problems": [], "excluded": [], "samples_ok": 0, "img2dataset": {}}
@@ -132,7 +132,7 @@ def adopt(folder: str | os.PathLike, *, kind: str = "train", rank: int = 0, worl
     if not tars:
         raise ShardError(f"no .tar files in {folder}")
     mine = split_for_rank(tars, rank, world_size)
-    part = index_tars(folder, mine, kind, limits)
+    part = index_tars(mine, kind, limits)
     atomic_write_bytes(_part_path(folder, rank, world_size), json.dumps(part).encode("utf-8"))
     report = AdoptReport(folder, tars_indexed=len(part["shards"]), samples_ok=part["samples_ok"],
                          problems=part["problems"], excluded=part["excluded"], img2dataset=part["img2dataset"])

@@ -182,33 +182,16 @@ def build_config(config_file: str | None = None, overrides: dict[str, Any] | Non
         raise ConfigError(str(exc)) from exc
 
 
-def manifest_problem(shard_dir: Path) -> str | None:
-    """Why a shard folder cannot be read (no or a bad manifest: an interrupted build's tars are not data)."""
+def load_shard_manifest(shard_dir: Path, problems: list[str]):
+    """The folder's Manifest, or None with the reason added to `problems` (no or a bad manifest: an
+    interrupted build's tars are not data)."""
     from dftrain.shards import Manifest, ShardError
 
     try:
-        Manifest.load(shard_dir)
+        return Manifest.load(shard_dir)
     except ShardError as exc:
-        return str(exc)
-    return None
-
-
-def _read_manifest(shard_dir: Path) -> dict:
-    manifest = shard_dir / "manifest.json"
-    if not manifest.is_file():
-        return {}
-    try:
-        return json.loads(manifest.read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise ConfigError(f"{manifest}: unreadable manifest ({exc})") from exc
-
-
-def read_manifest_kind(shard_dir: Path) -> str | None:
-    return _read_manifest(shard_dir).get("kind")
-
-
-def read_manifest_extra(shard_dir: Path) -> dict:
-    return _read_manifest(shard_dir).get("extra") or {}
+        problems.append(str(exc))
+        return None
 
 
 def load_ds_config(cfg: TrainConfig) -> dict[str, Any]:
@@ -254,6 +237,7 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
     """
     problems: list[str] = []
     facts: dict[str, Any] = {}
+    train_extra: dict[str, Any] = {}
 
     import math
 
@@ -275,10 +259,9 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
         shards = Path(cfg.shards)
         if not shards.is_dir():
             problems.append(f"shard folder not found: {shards}")
-        elif (refused := manifest_problem(shards)) is not None:
-            problems.append(refused)
-        else:
-            facts["train_kind"] = read_manifest_kind(shards)
+        elif (manifest := load_shard_manifest(shards, problems)) is not None:
+            facts["train_kind"] = manifest.kind
+            train_extra = manifest.extra
 
     if cfg.fusion not in FUSION_MODES:
         problems.append(f"--fusion must be one of {', '.join(FUSION_MODES)}, got {cfg.fusion!r}")
@@ -289,10 +272,8 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
             problems.append(f"--fusion {cfg.fusion} needs an object bank: pass --objects DIR (or --fusion none)")
         elif not Path(cfg.objects).is_dir():
             problems.append(f"object-bank folder not found: {cfg.objects}")
-        elif (refused := manifest_problem(Path(cfg.objects))) is not None:
-            problems.append(refused)
-        else:
-            facts["objects_kind"] = read_manifest_kind(Path(cfg.objects))
+        elif (manifest := load_shard_manifest(Path(cfg.objects), problems)) is not None:
+            facts["objects_kind"] = manifest.kind
     _check_range(problems, "w_lat", cfg.w_lat, 0.0, 1.0)
     _check_range(problems, "w_emb", cfg.w_emb, 0.0, 1.0)
     _check_range(problems, "text_mitigation_p", cfg.text_mitigation_p, 0.0, 1.0)
@@ -363,7 +344,7 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
     train_latents = facts.get("train_kind") == "latents"
     facts["precomputed"] = train_latents
     # latents folders from before --text-states always held text states
-    facts["stored_text"] = train_latents and bool(read_manifest_extra(Path(cfg.shards)).get("text_states", True))
+    facts["stored_text"] = train_latents and bool(train_extra.get("text_states", True))
     if cfg.fusion != "none" and "objects_kind" in facts:
         objects_latents = facts["objects_kind"] == "latents"
         if objects_latents != train_latents:

@@ -76,10 +76,6 @@ class Encoder:
         self.resolution = resolution
 
     @torch.no_grad()
-    def latents(self, pixels: torch.Tensor) -> torch.Tensor:
-        return self.posterior(pixels)[0]
-
-    @torch.no_grad()
     def posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
         """(mean, std) of the VAE's latent distribution, both x scaling factor."""
         dist = self.vae.encode(pixels.to(self.device, self.vae.dtype)).latent_dist
@@ -136,66 +132,50 @@ def precompute_folder(
     input content (the input shard's sha256 in its manifest), the same encoder weights (`encoder_id`)
     and the same settings; paths and sizes do not count (tars are padded, so sizes often match)."""
     from dftrain.outputs import claim_output
-    from dftrain.shards import Manifest
+    from dftrain.shards import Manifest, ShardInfo, SkipStats, iter_samples, write_shard
 
     source, out = Path(source), Path(out)
     if dtype not in STORAGE_DTYPES:
         raise DftrainError(f"--dtype must be one of {', '.join(STORAGE_DTYPES)}")
-    inputs = shard_paths(source)
-    input_sha256 = {info.name: info.sha256 for info in Manifest.load(source).shards}
+    inputs = shard_paths(source)  # refuses a folder without manifest
+    source_manifest = Manifest.load(source)
+    input_sha256 = {info.name: info.sha256 for info in source_manifest.shards}
     with claim_output(out, "precompute", overwrite=overwrite, scope=f"rank{rank}"):
-        return _precompute_into(source, out, enc, inputs, input_sha256, objects=objects, flip=flip,
-                                caption_field=caption_field, batch_size=batch_size, dtype=dtype, rank=rank,
-                                world_size=world_size, command=command, progress=progress, encoder_id=encoder_id,
-                                text_states=text_states)
-
-
-def _precompute_into(source: Path, out: Path, enc: Encoder, inputs: list[Path], input_sha256: dict[str, str], *,
-                     objects: bool, flip: bool, caption_field: str, batch_size: int, dtype: str, rank: int,
-                     world_size: int, command: str, progress: bool, encoder_id: dict | None,
-                     text_states: bool) -> dict:
-    from dftrain.shards import Manifest, ShardInfo, SkipStats, iter_samples, write_shard
-
-    mine = split_for_rank(inputs, rank, world_size)
-    stats, skipped, written = SkipStats(), [], 0
-    for path in mine:
-        target = out / path.name
-        info_file = out / f".{path.name}.info.json"
-        source_id = {"input_sha256": input_sha256.get(path.name), "encoder": encoder_id, "resolution": enc.resolution,
-                     "flip": flip and not objects, "caption_field": caption_field, "dtype": dtype,
-                     "text_states": text_states and not objects}
-        if target.is_file() and info_file.is_file():
-            if json.loads(info_file.read_text()).get("made_from") == source_id:
-                log.info("%s already done: skipped", target)
-                continue
-            log.info("%s was made from other input or settings: encoding again", target)
-        raw = iter_samples([path], rank=0, world_size=1, decode=False, require=("jpg",) if objects else ("jpg", "txt"), stats=stats)
-        info = write_shard(target, encode_shard_samples(
-            raw, enc, objects=objects, flip=flip and not objects, caption_field=caption_field,
-            batch_size=batch_size, dtype=STORAGE_DTYPES[dtype], skipped=skipped, text_states=text_states,
-        ))
-        info_file.write_text(json.dumps({"name": info.name, "samples": info.samples, "sha256": info.sha256,
-                                         "bytes": info.bytes, "made_from": source_id}))
-        written += info.samples
-        if progress:
-            print(f"  {target.name}: {info.samples} samples")
-    infos = [out / f".{p.name}.info.json" for p in inputs]
-    manifest_written = False
-    if all(f.is_file() for f in infos):
-        shards = [ShardInfo.from_dict({k: v for k, v in json.loads(f.read_text()).items() if k != "made_from"}) for f in infos]
-        try:
-            source_manifest = Manifest.load(source)
-            source_kind = source_manifest.kind
-        except Exception:
-            source_kind = "unknown"
-        Manifest(kind="latents", shards=shards, command=command, extra={
-            "resolution": enc.resolution, "scaling_factor": enc.scaling_factor, "flip": flip and not objects,
-            "caption_field": None if objects else caption_field, "dtype": dtype, "source": str(source),
-            "source_kind": source_kind, "objects": objects, "text_states": text_states and not objects,
-            "posterior_std": not objects,
-        }).save(out)
-        manifest_written = True
-    return {"out": str(out), "samples": written, "skipped": len(skipped) + stats.total_skipped, "manifest": manifest_written}
+        mine = split_for_rank(inputs, rank, world_size)
+        stats, skipped, written = SkipStats(), [], 0
+        for path in mine:
+            target = out / path.name
+            info_file = out / f".{path.name}.info.json"
+            source_id = {"input_sha256": input_sha256.get(path.name), "encoder": encoder_id, "resolution": enc.resolution,
+                         "flip": flip and not objects, "caption_field": caption_field, "dtype": dtype,
+                         "text_states": text_states and not objects}
+            if target.is_file() and info_file.is_file():
+                if json.loads(info_file.read_text()).get("made_from") == source_id:
+                    log.info("%s already done: skipped", target)
+                    continue
+                log.info("%s was made from other input or settings: encoding again", target)
+            raw = iter_samples([path], rank=0, world_size=1, decode=False, require=("jpg",) if objects else ("jpg", "txt"), stats=stats)
+            info = write_shard(target, encode_shard_samples(
+                raw, enc, objects=objects, flip=flip and not objects, caption_field=caption_field,
+                batch_size=batch_size, dtype=STORAGE_DTYPES[dtype], skipped=skipped, text_states=text_states,
+            ))
+            info_file.write_text(json.dumps({"name": info.name, "samples": info.samples, "sha256": info.sha256,
+                                             "bytes": info.bytes, "made_from": source_id}))
+            written += info.samples
+            if progress:
+                print(f"  {target.name}: {info.samples} samples")
+        infos = [out / f".{p.name}.info.json" for p in inputs]
+        manifest_written = False
+        if all(f.is_file() for f in infos):
+            shards = [ShardInfo.from_dict({k: v for k, v in json.loads(f.read_text()).items() if k != "made_from"}) for f in infos]
+            Manifest(kind="latents", shards=shards, command=command, extra={
+                "resolution": enc.resolution, "scaling_factor": enc.scaling_factor, "flip": flip and not objects,
+                "caption_field": None if objects else caption_field, "dtype": dtype, "source": str(source),
+                "source_kind": source_manifest.kind, "objects": objects, "text_states": text_states and not objects,
+                "posterior_std": not objects,
+            }).save(out)
+            manifest_written = True
+        return {"out": str(out), "samples": written, "skipped": len(skipped) + stats.total_skipped, "manifest": manifest_written}
 
 
 def encoder_identity(model: str | Path, parts: tuple[str, ...]) -> dict[str, str]:
