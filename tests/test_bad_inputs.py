@@ -28,6 +28,7 @@ from process_helpers import run_group
 from shards_helpers import (
     jpeg_claiming,
     make_jpeg,
+    slow_dftrain,
     write_dataset,
     write_raw_tar,
     write_tar_with_huge_member,
@@ -294,8 +295,7 @@ def second_build_into_the_same_folder(tmp):
     images = image_folder(tmp, {f"im{i}.jpg": make_jpeg(i) for i in range(8)})
     captions = captions_file(tmp, json.dumps({f"im{i}": f"caption {i}" for i in range(8)}))
     out = tmp / "out"
-    first = subprocess.Popen([sys.executable, "-m", "dftrain", *build_args(images, captions, out)],
-                             env={**os.environ, "DFTRAIN_SHARD_TEST_SLEEP": "0.5"}, stdout=subprocess.PIPE,
+    first = subprocess.Popen(slow_dftrain(0.5, *build_args(images, captions, out)), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 60
     while not list(out.glob("*.tar.tmp")) and time.time() < deadline:  # the first build is writing

@@ -20,6 +20,7 @@ import torch
 
 from dftrain.distributed import all_reduce_numbers
 from dftrain.errors import DftrainError
+from dftrain.files import atomic_write_text
 from dftrain.train import checkpoint as ckpt
 from dftrain.train.config import TrainConfig, summary_lines, validate
 from dftrain.train.environment import (
@@ -151,9 +152,7 @@ def truncate_metrics(path: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def rng_state(generator: torch.Generator, rng: random.Random, position) -> dict:
