@@ -89,10 +89,6 @@ class Experiment:
     def needs_generalized(self) -> bool:
         return any(v.captions == "generalized" for v in self.variants)
 
-    @property
-    def needs_objects(self) -> bool:
-        return any(v.fusion != "none" for v in self.variants)
-
 
 def deep_merge(base: dict, override: dict) -> dict:
     """A copy of `base` with `override` merged in (mappings merge, anything else replaces)."""

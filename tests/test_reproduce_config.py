@@ -190,6 +190,9 @@ def test_paired_comparison_detects_a_consistent_drop():
     assert result["seeds"] == [0, 1, 2]
     assert result["change_pct"]["mean"] == pytest.approx(-49.3, abs=0.5)
     assert result["p_value"] < 0.01
+    from scipy.stats import ttest_rel
+
+    assert result["p_value"] == pytest.approx(ttest_rel([lower[s] for s in (0, 1, 2)], [base[s] for s in (0, 1, 2)]).pvalue)
     noisy = paired_comparison(base, {0: 0.95, 1: 0.70, 2: 0.86})
     assert noisy["p_value"] > 0.3
 
