@@ -42,6 +42,13 @@ def test_unknown_zero_stage(paths, tmp_path):
     assert "unknown ZeRO stage 7" in problems(paths, deepspeed=str(ds))
 
 
+def test_a_packaged_deepspeed_config_by_name(paths):
+    """`--deepspeed zero3` finds the config shipped inside the package (a non-editable install has it)."""
+    facts = validate(build_config(None, {**paths, "deepspeed": "zero3"}))
+    assert facts["zero_stage"] == 3
+    assert "DeepSpeed config not found: zero9" in problems(paths, deepspeed="zero9")
+
+
 def test_fusion_weights_outside_unit_interval(paths):
     assert "--w-lat: Input should be less than or equal to 1, got 1.5" in problems(paths, w_lat=1.5)
     assert "--w-lat: Input should be greater than or equal to 0, got -0.1" in problems(paths, w_lat=-0.1)

@@ -14,6 +14,7 @@ from typing import Any, Literal
 
 from dftrain.errors import ConfigError
 from dftrain.options import Integer, Number, Options, Switch, build_options, option
+from dftrain.paths import packaged_ds_config
 from dftrain.train.duplication import DUP_SAMPLING_MODES
 from dftrain.train.fusion import CAPTION_FUSION_MODES, FUSION_MODES
 
@@ -88,8 +89,8 @@ class TrainConfig(Options):
     prediction_type: Literal[PREDICTION_TYPES] | None = option(None, "What the UNet predicts.",
                                                                default_text="the scheduler config's")
     # engine
-    deepspeed: str | None = option(None, "DeepSpeed JSON (ds_configs/zero2.json, ...); batch and clipping are "
-                                   "filled in.")
+    deepspeed: str | None = option(None, "DeepSpeed JSON file, or a packaged one by name (zero1 | zero2 | zero3 | "
+                                   "zero2_offload); batch and clipping are filled in.")
     zero_stage: Literal[ZERO_STAGES] | None = option(None, "ZeRO stage, overriding the DeepSpeed file's.",
                                                      default_text="2 without a file")
     gradient_checkpointing: Switch = option(False, "Recompute UNet activations in the backward pass (less memory, "
@@ -150,10 +151,18 @@ def load_shard_manifest(shard_dir: Path, problems: list[str]):
         return None
 
 
+def ds_config_path(value: str) -> Path:
+    """--deepspeed as given: a file, or the name of a packaged config (`zero2`)."""
+    path = Path(value)
+    if not path.exists() and path.name == value and packaged_ds_config(value).is_file():
+        return packaged_ds_config(value)
+    return path
+
+
 def load_ds_config(cfg: TrainConfig) -> dict[str, Any]:
     """The user's DeepSpeed JSON (or a minimal one), before the trainer fills in batch sizes."""
     if cfg.deepspeed:
-        path = Path(cfg.deepspeed)
+        path = ds_config_path(cfg.deepspeed)
         if not path.is_file():
             raise ConfigError(f"DeepSpeed config not found: {path}")
         try:
