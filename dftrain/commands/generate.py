@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dftrain.commands import Overwrite
+from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval, Overwrite
 
 app = typer.Typer()
 
@@ -34,6 +34,7 @@ def generate(
     prompt_augment: str | None = typer.Option(
         None, help="Mitigation: rand_numb_add | rand_word_add | rand_word_repeat (insert numbers / tokens / own words)."),
     prompt_augment_repeats: int = typer.Option(4, help="Insertions per prompt (default 4, theirs)."),
+    log_interval: LogInterval = DEFAULT_LOG_INTERVAL,
 ) -> None:
     """Generate images for training captions; rerun with the same arguments to resume."""
     import logging

@@ -11,7 +11,6 @@ from __future__ import annotations
 
 import logging
 import os
-import sys
 from contextlib import contextmanager
 from dataclasses import dataclass
 from pathlib import Path
@@ -79,12 +78,11 @@ def _stem(options: EvaluateOptions, kind: str, source: Path, cache_id: str) -> P
 
 @contextmanager
 def _progress(description: str, total: int | None):
-    """A rich progress bar (on a terminal) fed by a callback taking the number of images done."""
-    from rich.progress import Progress
+    """The progress display (dftrain/progress.py), fed by a callback taking the number of images done."""
+    from dftrain.progress import progress
 
-    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+    with progress(f"evaluate ({description})", total, unit="images") as shown:
+        yield shown.advance
 
 
 def _train_total(train_dir: Path) -> int | None:

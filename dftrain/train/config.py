@@ -15,6 +15,7 @@ from typing import Any, Literal
 from dftrain.errors import ConfigError
 from dftrain.options import Integer, Number, Options, Switch, build_options, option
 from dftrain.paths import packaged_ds_config
+from dftrain.progress import DEFAULT_LOG_INTERVAL, LOG_INTERVAL_HELP
 from dftrain.train.duplication import DUP_SAMPLING_MODES
 from dftrain.train.fusion import CAPTION_FUSION_MODES, FUSION_MODES
 
@@ -110,7 +111,8 @@ class TrainConfig(Options):
     export: Switch = option(True, "Export RUN/pipeline at the end.")
     log_every: Integer = option(10, "Metrics line every N steps.", **Positive)
     tensorboard: Switch = option(False, "Also write TensorBoard events.")
-    progress: Switch = option(True, "Progress bar on rank 0.")
+    progress: Switch = option(True, "Progress on rank 0: a bar on a terminal, else a line every --log-interval.")
+    log_interval: Number = option(DEFAULT_LOG_INTERVAL, LOG_INTERVAL_HELP, gt=0.0)
     extra: dict = option({}, "Free-form notes kept in the run's config.yaml.", cli=False)
 
 
