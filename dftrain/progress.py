@@ -30,8 +30,8 @@ from typing import TypeVar
 T = TypeVar("T")
 
 DEFAULT_LOG_INTERVAL = 30.0
-LOG_INTERVAL_HELP = ("Progress when output is not a terminal (sbatch, `> log`): a line every SECONDS with "
-                     "done/total, rate and ETA. On a terminal: a bar.")
+LOG_INTERVAL_HELP = ("Seconds between progress lines (done/total, rate, ETA) when output is not a terminal "
+                     "(sbatch, `> log`); on a terminal: a bar.")
 
 # Set by the shared --log-interval option of each stage (dftrain/commands/__init__.py) for this
 # process; a call can still pass its own interval (train reads it from its config).
