@@ -65,6 +65,13 @@ def test_other_bad_options_are_all_listed(paths):
         assert part in message
 
 
+def test_object_draw_options_are_checked(paths):
+    message = problems(paths, object_label="random", object_latent="mode", object_flip=2)
+    for part in ("--object-label must be one of synonym, first, got 'random'",
+                 "--object-latent must be one of sample, mean, got 'mode'", "--object-flip is a switch"):
+        assert part in message
+
+
 def test_yaml_config_and_flag_override(paths, tmp_path):
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text("w-lat: 0.2\nsteps: 7\nfusion: latent\n")

@@ -27,6 +27,10 @@ def train(
     w_lat: float = O(None, help="Latent fusion weight in 0..1 (default: 0.1)."),
     w_emb: float = O(None, help="Caption embedding fusion weight in 0..1 (default: 0.5)."),
     caption_field: str = O(None, help="txt (training caption) | orig (original caption in json) (default: txt)."),
+    object_label: str = O(None, help="synonym (a random synonym of the object's class per draw, the paper's) | "
+                                      "first (always the class name) (default: synonym)."),
+    object_flip: bool = O(None, "--object-flip/--no-object-flip", help="Flip object images like training images (default: on)."),
+    object_latent: str = O(None, help="sample (VAE posterior mean + std * noise, the paper's) | mean (default: sample)."),
     embed_noise_sigma: float = O(None, help="Baseline: Gaussian noise sigma on caption embeddings (default: 0 = off)."),
     mixup_alpha: float = O(None, help="Baseline: embedding mixup, one lambda ~ Beta(alpha, 1) per batch (default: 0 = off)."),
     mixup_per_sample: bool = O(None, "--mixup-per-sample/--no-mixup-per-sample", help="Mixup: one lambda per example."),

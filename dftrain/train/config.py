@@ -37,6 +37,10 @@ class TrainConfig:
     w_lat: float = 0.1
     w_emb: float = 0.5
     caption_field: str = "txt"  # txt = training caption; orig = json "caption"/"orig_caption"
+    # the object of each fusion, as the paper draws it (dftrain/train/object_draws.py)
+    object_label: str = "synonym"  # synonym: a random synonym of the class per draw | first: always its name
+    object_flip: bool = True  # object images flipped left-right with p = 1/2, like training images
+    object_latent: str = "sample"  # sample: VAE posterior mean + std * noise | mean
     # prior-study baselines (Somepalli et al. 2023; all off by default, their parameters otherwise)
     embed_noise_sigma: float = 0.0  # their rand_noise_lam: c + sigma * N(0, I)
     mixup_alpha: float = 0.0  # > 0 turns embedding mixup on, lambda ~ Beta(alpha, 1), one per batch
@@ -274,6 +278,16 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
             problems.append(f"object-bank folder not found: {cfg.objects}")
         elif (manifest := load_shard_manifest(Path(cfg.objects), problems)) is not None:
             facts["objects_kind"] = manifest.kind
+            if (manifest.kind == "latents" and cfg.fusion in ("latent", "dual") and cfg.object_latent == "sample"
+                    and not manifest.extra.get("posterior_std")):
+                problems.append(f"{cfg.objects} holds object latents precomputed without the posterior std: run "
+                                "`dftrain precompute --objects` again, or pass --object-latent mean")
+    from dftrain.train.object_draws import OBJECT_LABEL_MODES, OBJECT_LATENT_MODES
+
+    if cfg.object_label not in OBJECT_LABEL_MODES:
+        problems.append(f"--object-label must be one of {', '.join(OBJECT_LABEL_MODES)}, got {cfg.object_label!r}")
+    if cfg.object_latent not in OBJECT_LATENT_MODES:
+        problems.append(f"--object-latent must be one of {', '.join(OBJECT_LATENT_MODES)}, got {cfg.object_latent!r}")
     _check_range(problems, "w_lat", cfg.w_lat, 0.0, 1.0)
     _check_range(problems, "w_emb", cfg.w_emb, 0.0, 1.0)
     _check_range(problems, "text_mitigation_p", cfg.text_mitigation_p, 0.0, 1.0)
@@ -282,7 +296,7 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
     for name in ("caption_replace_tokens", "word_insert_tokens", "word_repeat_words"):
         _check_range(problems, name, getattr(cfg, name), 1, None)
     for name, count in (("caption_replace", "caption_replace_tokens"), ("word_insert", "word_insert_tokens"),
-                        ("word_repeat", "word_repeat_words"), ("mixup_per_sample", None)):
+                        ("word_repeat", "word_repeat_words"), ("mixup_per_sample", None), ("object_flip", None)):
         if not isinstance(getattr(cfg, name), bool):  # e.g. an old `word_repeat: 2` in a YAML file
             hint = f" (the count is --{count.replace('_', '-')})" if count else ""
             problems.append(f"--{name.replace('_', '-')} is a switch: true or false, got {getattr(cfg, name)!r}{hint}")
