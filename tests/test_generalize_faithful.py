@@ -70,6 +70,16 @@ CASES = [
     # a name followed by "by <person>" is a work: a kind of work keeps it
     ("Starry Night by Vincent van Gogh, oil on canvas", "a painting", True, "night", "entity_type"),
     ("Starry Night by Vincent van Gogh, oil on canvas", "a person", False, None, None),
+    # the last word of a typed name is its head, however short ("II")
+    ("King Charles III waving from a golden carriage", "a carriage", False, None, None),
+    ("King Charles III waving from a golden carriage", "a man", True, "iii", "entity_type"),
+    # an entity type counts where WordNet, knowing the name, agrees: Westminster Abbey (a minster) is not
+    # the PERSON the tagger says
+    ("Westminster Abbey at dusk, London", "a man", False, None, None),
+    ("Westminster Abbey at dusk, London", "a church", True, "abbey", "hypernym"),
+    # a compound WordNet knows picks the sense: Central Park is no ballpark
+    ("Central Park in autumn with joggers, New York", "a stadium", False, None, None),
+    ("Central Park in autumn with joggers, New York", "a park", True, "park", "same"),
     # nothing to check (a brand and a model name): any valid answer stands
     ("Apple iPhone 13 Pro Max 256GB", "a phone", None, None, None),
 ]

@@ -171,17 +171,31 @@ class NounRelations:
         mine = self.common_senses(word)
         if not mine:
             return None
-        for form in head.forms:
+        # a compound WordNet knows picks the sense: Central Park is a park, not a ballpark (a stadium)
+        senses_of = head.forms[:1] if len(head.forms) > 1 and self.known(head.forms[0]) else head.forms
+        for form in senses_of:
             shared = mine & self.synsets(form)
             if shared and not self.is_abstraction(word, shared):
                 return "synonym"
-        for form in head.forms:
+        for form in senses_of:
             above = mine & self.hypernyms(form)
             if above and not self.is_abstraction(word, above):
                 return "hypernym"
-        if head.entity is not None and self.is_a(word, ENTITY_TYPES[head.entity]):
+        if self.typed(head) and self.is_a(word, ENTITY_TYPES[head.entity]):
             return "entity_type"  # Obama (PERSON) -> a man: a kind of person
         return None
+
+    def typed(self, head: HeadNoun) -> bool:
+        """The head's entity type counts: it has one, and WordNet, when it knows the name, agrees
+        (Elizabeth II, a queen, is a PERSON; Westminster Abbey, a minster, is not, whatever the
+        tagger says; Times Square, a city district, is no FAC: "a movie theater" does not keep it)."""
+        if head.entity is None:
+            return False
+        if head.named_class is None:
+            return True
+        senses = self.reader.synsets(head.named_class.replace(" ", "_"), pos="n")  # "Queen of England": no common sense
+        types = {self.reader.synset(name) for name in ENTITY_TYPES[head.entity]}
+        return bool(senses) and (senses[0] in types or bool(types & set(senses[0].closure(lambda x: x.hypernyms()))))
 
     def common_senses(self, word: str) -> frozenset:
         """The word's senses as a common noun: "ball" without Lucille Ball (an instance, a name)."""
@@ -370,7 +384,10 @@ def _name_word(token, relations: NounRelations, heads: list[HeadNoun]) -> str | 
 
 
 def _object_word(token) -> bool:
-    """Letters only, 3 or more, not a code ("5G", "OG", "iPhone")."""
+    """Letters only, 3 or more, not a code ("5G", "OG", "iPhone"); or the last word of a typed name
+    ("Queen Elizabeth II")."""
+    if token.pos_ == "PROPN" and token.ent_type_ in ENTITY_TYPES and token.is_alpha:
+        return True
     return token.is_alpha and len(token) >= 3 and not is_code(token.text)
 
 
