@@ -166,3 +166,18 @@ def test_stage_records_faithfulness_per_sample(checker, tmp_path, score_cache_di
                       progress=False, fallback="rule,original", faithful=False)
     plain = {s["json"]["orig_caption"]: s["json"] for s in read_folder(tmp_path / "plain").values()}
     assert plain[captions[0]]["generalized_caption"] == "a t-shirt" and "faithful" not in plain[captions[0]]
+
+
+def test_shards_generalized_under_other_rules_are_not_reused(monkeypatch):
+    """The check's rules decide outputs: its version is part of the settings a receipt records."""
+    from dftrain.generalize import faithful
+    from dftrain.generalize.stage import StageSettings
+
+    def settings(on: bool) -> dict:
+        return StageSettings(backend="vllm", model="m", prompt_hash="h", fallback=("rule",), max_words=4,
+                             max_input_chars=500, faithful=on).to_dict()
+
+    now = settings(True)
+    monkeypatch.setattr(faithful, "RULES_VERSION", faithful.RULES_VERSION + 1)
+    assert settings(True) != now
+    assert settings(False)["faithful_rules"] is None
