@@ -142,12 +142,16 @@ def test_objects_from_tiny_imagenet_layout(tmp_path):
     assert report.written == 6
     classes = Manifest.load(tmp_path / "out").extra["classes"]
     assert classes == [
-        {"class_id": 0, "class_name": "goldfish", "samples": 3, "wnid": "n01443537"},
+        {"class_id": 0, "class_name": "goldfish", "samples": 3, "wnid": "n01443537",
+         "class_synonyms": ["goldfish", "Carassius auratus"]},
         {"class_id": 1, "class_name": "Chihuahua", "samples": 3, "wnid": "n02085620"},
     ]
     samples = list(iter_samples(tmp_path / "out", rank=0, world_size=1, require=("jpg", "cls")))
     assert {(s["cls"], s["json"]["wnid"], s["json"]["class_name"]) for s in samples} == {
         (0, "n01443537", "goldfish"), (1, "n02085620", "Chihuahua")}
+    # every synonym is kept for the training's draws; a class with one name lists none
+    assert {s["json"]["class_name"]: s["json"].get("class_synonyms") for s in samples} == {
+        "goldfish": ["goldfish", "Carassius auratus"], "Chihuahua": None}
     # pointing at train/ directly works too
     assert build_objects(root / "train", tmp_path / "out2").written == 6
 

@@ -75,6 +75,14 @@ def test_other_bad_options_are_all_listed(paths):
     assert "\n" not in message  # all in one line
 
 
+def test_object_draw_options_are_checked(paths):
+    message = problems(paths, object_label="random", object_latent="mode", object_flip=2)
+    for part in ("--object-label: Input should be 'synonym' or 'first', got 'random'",
+                 "--object-latent: Input should be 'sample' or 'mean', got 'mode'",
+                 "--object-flip: Input should be a valid boolean, got 2"):
+        assert part in message
+
+
 def test_yaml_config_and_flag_override(paths, tmp_path):
     cfg_file = tmp_path / "run.yaml"
     cfg_file.write_text("w-lat: 0.2\nsteps: 7\nfusion: latent\n")

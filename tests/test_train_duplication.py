@@ -80,3 +80,37 @@ def test_training_with_dup_image_runs_and_resumes_exactly(assets, tmp_path, monk
     train(quick_config(assets, tmp_path / "split", **{**common, "steps": 3}))
     train(quick_config(assets, tmp_path / "split", resume="auto", **common))
     assert [r["loss"] for r in read_metrics(tmp_path / "split")] == [r["loss"] for r in read_metrics(tmp_path / "straight")]
+
+
+def test_dup_sampling_split_over_ranks_and_resumed_mid_epoch(assets):
+    """Two ranks together draw each chosen sample `weight` times per epoch, the others once; a stream
+    rebuilt at a recorded position (what resume does) continues with exactly the same examples."""
+    from dftrain.shards import Manifest
+    from dftrain.train.data import StreamPosition, TrainStream
+
+    n = Manifest.load(assets["shards"]).total_samples
+
+    def stream(rank, position=None):
+        return TrainStream(assets["shards"], rank=rank, world_size=2, resolution=32, precomputed=False,
+                           shuffle_buffer=4, seed=0, dup_sampling="dup_both", dup_fraction=0.3, dup_weight=3,
+                           position=position)
+
+    def first_epoch(s):
+        keys = []
+        while True:
+            example = next(s._iter)
+            if s.position.epoch:
+                return keys
+            keys.append(example["key"])
+
+    per_rank = [first_epoch(stream(rank)) for rank in (0, 1)]
+    counts = Counter(per_rank[0] + per_rank[1])
+    assert set(counts) and len(counts) == n  # every sample on one rank or the other
+    assert all(c == (3 if is_chosen(k, 0.3, seed=0) else 1) for k, c in counts.items())
+    assert any(c == 3 for c in counts.values())
+
+    whole = stream(1)
+    taken = [next(whole._iter)["key"] for _ in range(3)]
+    resumed = stream(1, StreamPosition(**whole.position.as_dict()))
+    rest = [next(whole._iter)["key"] for _ in range(4)]
+    assert [next(resumed._iter)["key"] for _ in range(4)] == rest and taken + rest == per_rank[1][:7]

@@ -228,7 +228,10 @@ def test_latents_without_text_states_train_with_the_caption_encoded_in_the_step(
     assert set(stored) == {"latent", "latent_flip", "latent_std", "latent_flip_std"} and sample["txt"]
     assert (stored["latent_std"].float() > 0).all()  # the posterior's std: the step samples it
     bank_sample = next(iter_samples(tmp_path / "lean_obj", rank=0, world_size=1, decode=False, require=(LATENTS_FIELD,)))
-    assert set(load_latents_field(bank_sample[LATENTS_FIELD])) == {"latent"}  # objects: the mean
+    # objects: mean, std and the mirror's, so the step samples and flips them as the paper does
+    assert set(load_latents_field(bank_sample[LATENTS_FIELD])) == {"latent", "latent_flip", "latent_std",
+                                                                   "latent_flip_std"}
+    assert Manifest.load(tmp_path / "lean_obj").extra["posterior_std"] is True
     assert sum(s.bytes for s in lean.shards) < sum(s.bytes for s in full.shards)
 
     text_level = dict(fusion="dual", caption_fusion="tail_add", word_repeat=True, text_mitigation_p=1.0,
@@ -240,29 +243,47 @@ def test_latents_without_text_states_train_with_the_caption_encoded_in_the_step(
     summary = train(quick_config(assets, tmp_path / "run", shards=str(tmp_path / "lean"),
                                  objects=str(tmp_path / "lean_obj"), **text_level))
     assert summary["step"] == 2 and all(r["loss"] == r["loss"] for r in summary["history"])
+    # an object bank precomputed before it kept the std: one line, unless the mean is asked for
+    old_bank = Manifest.load(tmp_path / "lean_obj")
+    old_bank.extra["posterior_std"] = False
+    old_bank.save(tmp_path / "lean_obj")
+    old_options = dict(shards=str(tmp_path / "lean"), objects=str(tmp_path / "lean_obj"), fusion="dual")
+    with pytest.raises(ConfigError, match="precomputed without the posterior std.*--object-latent mean"):
+        validate(quick_config(assets, tmp_path / "old", **old_options))
+    validate(quick_config(assets, tmp_path / "old", object_latent="mean", **old_options))
 
 
 def test_an_object_bank_over_the_memory_cap_is_encoded_once_into_a_mapped_file(assets, tmp_path):
     """It used to be VAE-encoded again at every draw once its latents exceeded --object-cache-mb."""
-    from dftrain.train.data import ObjectBank
+    from dftrain.train.data import ObjectBank, object_views
 
     calls = []
 
-    def encode(pixels):
+    def encode(pixels):  # a stand-in encoder: deterministic, latent-shaped (mean, std)
         calls.append(len(pixels))
-        return pixels[:, :, ::4, ::4] * 0.5  # a stand-in encoder: deterministic, latent-shaped
+        return pixels[:, :, ::4, ::4] * 0.5, pixels[:, :, 1::4, 1::4].abs() + 0.1
 
     in_ram, mapped = (ObjectBank(assets["objects"], precomputed=False, resolution=32) for _ in range(2))
     shape = (3, 8, 8)
-    assert in_ram.cache_latents(encode, max_bytes=1 << 30, latent_shape=shape)
+    views = object_views(flip=True, posterior=True)
+    assert views == ("latent", "latent_std", "latent_flip", "latent_flip_std")
+    assert in_ram.cache_latents(encode, max_bytes=1 << 30, latent_shape=shape, views=views)
     encoded_in_ram = sum(calls)
     calls.clear()
     spill = tmp_path / "spill"
-    assert mapped.cache_latents(encode, max_bytes=16, latent_shape=shape, batch_size=3, spill_dir=spill)
-    assert sum(calls) == len(mapped) == encoded_in_ram  # every object once
+    assert mapped.cache_latents(encode, max_bytes=16, latent_shape=shape, batch_size=3, spill_dir=spill, views=views)
+    assert sum(calls) == 2 * len(mapped) == encoded_in_ram  # every object once, and its mirror image once
     assert list(spill.iterdir()) == []  # the file is unlinked; the mapping keeps it alive
     indices = torch.tensor([0, len(mapped) - 1, 1])
-    assert torch.equal(mapped.cached_latents(indices), in_ram.cached_latents(indices))
+    flips = torch.tensor([True, False, True])
+    for name in ("latent", "latent_std"):
+        assert torch.equal(mapped.cached_latents(indices, flips, name), in_ram.cached_latents(indices, flips, name))
+    pixels = mapped.pixels(indices)
+    mean, std = encode(pixels)
+    mirror_mean, _ = encode(pixels.flip(-1))
+    got = mapped.cached_latents(indices, flips)
+    assert torch.equal(got[1], mean[1].half().float()) and torch.equal(got[0], mirror_mean[0].half().float())
+    assert torch.equal(mapped.cached_latents(indices, flips * False, "latent_std"), std.half().float())
     calls.clear()
     mapped.cached_latents(torch.arange(len(mapped)))
     assert calls == []  # drawing never encodes again

@@ -56,3 +56,14 @@ def test_changed_options_compares_paths_by_where_they_point(tmp_path, monkeypatc
     assert changed_options(saved, {"model": "m", "lr": 1e-3, "steps": 20, "fusion": "dual"}) == []
     assert changed_options(saved, {"model": "other", "lr": 1e-3, "steps": 10, "fusion": "none"}) == [
         "fusion 'dual' -> 'none'", f"model {str(tmp_path / 'm')!r} -> 'other'"]
+
+
+def test_a_checkpoint_from_before_the_object_options_ran_as_their_old_behaviour():
+    """Its config lacks them: it drew the first name, no flip and the mean, so today's defaults differ."""
+    old = {"lr": 1e-3}
+    now = {"lr": 1e-3, "object_label": "synonym", "object_flip": True, "object_latent": "sample"}
+    assert changed_options(old, now) == ["object_flip False -> True", "object_label 'first' -> 'synonym'",
+                                         "object_latent 'mean' -> 'sample'"]
+    assert changed_options(old, {"lr": 1e-3, "object_label": "first", "object_flip": False,
+                                 "object_latent": "mean"}) == []
+    assert changed_options(now, now) == []

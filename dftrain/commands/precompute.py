@@ -17,7 +17,7 @@ def precompute(
     objects: str = typer.Option(None, help="Object-bank shard folder to encode too."),
     objects_out: str = typer.Option(None, help="Output folder for the object-bank latents (default: OUT-objects)."),
     resolution: int = typer.Option(None, help="Image size (default: UNet sample_size x VAE factor)."),
-    random_flip: bool = typer.Option(True, "--random-flip/--no-random-flip", help="Also encode the flipped image."),
+    random_flip: bool = typer.Option(True, "--random-flip/--no-random-flip", help="Also encode the flipped image (training set and object bank)."),
     caption_field: str = typer.Option("txt", help="txt | orig: which caption's text states to store (--text-states)."),
     text_states: bool = typer.Option(False, "--text-states/--no-text-states",
                                      help="Also store text-encoder states (~5x the latents' bytes; training then skips "

@@ -78,7 +78,14 @@ class StageSettings:
         return {"backend": self.backend, "model": self.model, "prompt_hash": self.prompt_hash,
                 "fallback": list(self.fallback), "max_words": self.max_words,
                 "max_input_chars": self.max_input_chars, "target_generality": self.target_generality,
-                "rounds": self.rounds, "limits": self.limits, "faithful": self.faithful}
+                "rounds": self.rounds, "limits": self.limits, "faithful": self.faithful,
+                "faithful_rules": faithful_rules_version() if self.faithful else None}
+
+
+def faithful_rules_version() -> int:
+    from dftrain.generalize.faithful import RULES_VERSION
+
+    return RULES_VERSION
 
 
 @dataclass

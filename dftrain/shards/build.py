@@ -390,15 +390,21 @@ class ObjectClass:
     name: str
     folder: Path
     wnid: str | None = None
+    synonyms: tuple[str, ...] = ()  # every name of words.txt, the first (name) included
 
 
-def read_words_txt(path: Path) -> dict[str, str]:
-    """Tiny-ImageNet / ImageNet words.txt: 'wnid<TAB>name, other name, ...' -> {wnid: first name}."""
+def split_synonyms(text: str) -> list[str]:
+    """'goldfish, Carassius auratus' -> ['goldfish', 'Carassius auratus'] (words.txt's convention)."""
+    return [name.strip() for name in text.split(",") if name.strip()]
+
+
+def read_words_txt(path: Path) -> dict[str, list[str]]:
+    """Tiny-ImageNet / ImageNet words.txt: 'wnid<TAB>name, other name, ...' -> {wnid: [name, other name, ...]}."""
     names = {}
     for line in path.read_text(encoding="utf-8").splitlines():
         wnid, _, words = line.partition("\t")
-        if wnid.strip() and words.strip():
-            names[wnid.strip()] = words.split(",")[0].strip()
+        if wnid.strip() and split_synonyms(words):
+            names[wnid.strip()] = split_synonyms(words)
     return names
 
 
@@ -417,7 +423,8 @@ def find_object_classes(root: Path) -> tuple[str, list[ObjectClass]]:
             if folder.name not in names:
                 log.warning("%s is not in %s: its class name is the id", folder.name, words)
             image_dir = folder / "images" if (folder / "images").is_dir() else folder
-            classes.append(ObjectClass(names.get(folder.name, folder.name), image_dir, folder.name))
+            synonyms = names.get(folder.name, [folder.name])
+            classes.append(ObjectClass(synonyms[0], image_dir, folder.name, tuple(synonyms)))
         return "tiny-imagenet", classes
     folders = sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
     return "class-folders", [ObjectClass(folder.name, folder) for folder in folders]
@@ -464,6 +471,8 @@ def build_objects(
                                         "source": source, "width": width, "height": height}
                 if cls.wnid is not None:
                     meta["wnid"] = cls.wnid
+                if len(cls.synonyms) > 1:  # training draws one per fusion (--object-label synonym)
+                    meta["class_synonyms"] = list(cls.synonyms)
                 writer.write({"__key__": key, "jpg": data, "cls": class_id, "json": meta})
                 written_per_class[class_id] += 1
             _tick(on_sample)
@@ -472,6 +481,8 @@ def build_objects(
                                      "samples": written_per_class[class_id]}
             if cls.wnid is not None:
                 entry["wnid"] = cls.wnid
+            if len(cls.synonyms) > 1:
+                entry["class_synonyms"] = list(cls.synonyms)
             report.classes.append(entry)
         writer.manifest.extra = {"layout": layout, "classes": report.classes, "skipped": dict(report.stats.skipped),
                                  "limits": limits.to_dict()}

@@ -1,7 +1,7 @@
 """Dual-fusion fine-tuning of Stable Diffusion under DeepSpeed.
 
 Pure functions: fusion.py (latent / caption fusion), mitigations.py (prior-study baselines),
-schedule.py (lr multipliers). Configuration: config.py (dataclass + YAML + validation).
+object_draws.py (the fused object's label, flip and posterior sample), schedule.py (lr multipliers). Configuration: config.py (dataclass + YAML + validation).
 Data: data.py (training stream and object bank from shards), batch.py (examples -> UNet inputs).
 Engine: models.py (pipeline parts), environment.py (launcher variables, devices), trainer.py
 (the loop), checkpoint.py (layout, atomic completion, resume lookup), ema.py (ZeRO-3-safe EMA).

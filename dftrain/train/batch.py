@@ -12,8 +12,11 @@ from pathlib import Path
 
 import torch
 
+from dftrain.errors import ConfigError
 from dftrain.train import fusion, mitigations
+from dftrain.train.data import object_views
 from dftrain.train.models import encode_token_ids, tokenize
+from dftrain.train.object_draws import coin_flips, mirrored, posterior_sample
 
 
 def precomputed_view(example: dict, name: str, flipped: bool) -> torch.Tensor:
@@ -23,6 +26,12 @@ def precomputed_view(example: dict, name: str, flipped: bool) -> torch.Tensor:
         return example[name]
     mirror = example.get(name.replace("latent", "latent_flip", 1))
     return mirror if mirror is not None else example[name].flip(-1)
+
+
+def object_options(cfg) -> tuple[str, bool, bool]:
+    """(label mode, flip objects, sample object latents) of a config (defaults: the paper's)."""
+    return (getattr(cfg, "object_label", "synonym"), bool(getattr(cfg, "object_flip", True)),
+            getattr(cfg, "object_latent", "sample") == "sample")
 
 
 class BatchBuilder:
@@ -36,14 +45,20 @@ class BatchBuilder:
         if components.tokenizer is not None:  # random tokens of the text mitigations come from here
             self.token_id_limit = mitigations.token_id_limit(components.tokenizer)
             self.decode = mitigations.token_decoder(components.tokenizer)
+        self.object_label, self.object_flip, self.object_posterior = object_options(cfg)
         if bank is not None and self.latent_fusion and not precomputed:
-            latent_shape = tuple(self.encode_mean(bank.pixels(torch.arange(1))).shape[1:])
-            bank.cache_latents(self.encode_mean, max_bytes=cfg.object_cache_mb * 2**20, latent_shape=latent_shape,
+            latent_shape = tuple(self.encode_posterior(bank.pixels(torch.arange(1)))[0].shape[1:])
+            bank.cache_latents(self.encode_posterior, max_bytes=cfg.object_cache_mb * 2**20, latent_shape=latent_shape,
+                               views=object_views(self.object_flip, self.object_posterior),
                                spill_dir=Path(cfg.out) / ".object-latents" if cfg.out else None)
+        if bank is not None and self.latent_fusion and precomputed and self.object_posterior \
+                and "latent_std" not in bank.latents:
+            raise ConfigError("the object bank's latents were precomputed without the posterior std: run "
+                              "`dftrain precompute --objects` again, or pass --object-latent mean")
         self.object_states = None
         if self.caption_fusion and cfg.caption_fusion == "embed_add":
-            # E(" with " + k) for every class, once: the text encoder is frozen.
-            phrases = [fusion.object_phrase(k) for k in bank.class_names]
+            # E(" with " + k) for every class and each of its synonyms, once: the text encoder is frozen.
+            phrases = [fusion.object_phrase(k) for k in bank.labels]
             ids = tokenize(components.tokenizer, phrases)
             self.object_states = torch.cat(
                 [encode_token_ids(components.text_encoder, ids[i : i + 64]) for i in range(0, len(ids), 64)]
@@ -83,20 +98,20 @@ class BatchBuilder:
             )
         return torch.tensor(rows)
 
-    def text_states(self, examples: list[dict], object_idx: torch.Tensor | None) -> torch.Tensor:
+    def text_states(self, examples: list[dict], label_idx: torch.Tensor | None) -> torch.Tensor:
+        """Caption states; `label_idx`: the drawn objects' labels (indices into bank.labels)."""
         cfg = self.cfg
-        class_ids = self.bank.class_ids[object_idx] if object_idx is not None else None
         if self.stored_text:
             states = torch.stack([ex["text_states"] for ex in examples]).float()
         else:
             captions = self.captions(examples)
             if self.caption_fusion and cfg.caption_fusion == "tail_add":
-                ids = self.tail_added_ids(captions, [self.bank.class_names[int(k)] for k in class_ids])
+                ids = self.tail_added_ids(captions, [self.bank.labels[int(k)] for k in label_idx])
             else:
                 ids = tokenize(self.c.tokenizer, captions)
             states = encode_token_ids(self.c.text_encoder, ids).float().cpu()
         if self.caption_fusion and cfg.caption_fusion == "embed_add":
-            states = fusion.embed_add(states, self.object_states[class_ids].to(states.device), cfg.w_emb)
+            states = fusion.embed_add(states, self.object_states[label_idx].to(states.device), cfg.w_emb)
         if cfg.embed_noise_sigma > 0:
             states = mitigations.gaussian_embedding_noise(states, cfg.embed_noise_sigma, self.generator)
         if cfg.mixup_alpha > 0:
@@ -108,24 +123,32 @@ class BatchBuilder:
 
     # ---- latents ----------------------------------------------------------------------
     @torch.no_grad()
-    def encode_mean(self, pixels: torch.Tensor) -> torch.Tensor:
-        """VAE latent-distribution mean x scaling factor (object latents: a constant per image)."""
+    def encode_posterior(self, pixels: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(mean, std) of the VAE latent distribution x scaling factor (object latents: constants per image)."""
         vae = self.c.vae
-        return vae.encode(pixels.to(self.device, vae.dtype)).latent_dist.mean.float().cpu() * self.c.scaling_factor
+        dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
+        return dist.mean.float().cpu() * self.c.scaling_factor, dist.std.float().cpu() * self.c.scaling_factor
 
     def flips(self, n: int) -> torch.Tensor:
         if not self.cfg.random_flip:
             return torch.zeros(n, dtype=torch.bool)
-        return torch.rand(n, generator=self.generator) < 0.5
+        return coin_flips(n, self.generator)
+
+    def noise_like(self, t: torch.Tensor) -> torch.Tensor:
+        return torch.randn(t.shape, generator=self.generator).to(t.device, t.dtype)
 
     @torch.no_grad()
     def latents(self, examples: list[dict], object_idx: torch.Tensor | None) -> torch.Tensor:
         n = len(examples)
         flip = self.flips(n)
-        cached_objects = self.bank is not None and self.bank.latents is not None
-        z_obj = None
-        if self.latent_fusion and object_idx is not None and cached_objects:
-            z_obj = self.bank.cached_latents(object_idx)
+        use_objects = self.latent_fusion and object_idx is not None
+        object_flip = coin_flips(n, self.generator) if use_objects and self.object_flip else torch.zeros(n, dtype=torch.bool)
+        cached_objects = use_objects and self.bank.latents is not None
+        obj_mean = obj_std = None
+        if cached_objects:  # precomputed or cached: the stored mean (and std), the mirror's where flipped
+            obj_mean = self.bank.cached_latents(object_idx, object_flip)
+            if self.object_posterior:
+                obj_std = self.bank.cached_latents(object_idx, object_flip, "latent_std")
         if self.precomputed:
             means = [precomputed_view(ex, "latent", f) for ex, f in zip(examples, flip.tolist(), strict=True)]
             z = torch.stack(means).float()
@@ -134,17 +157,21 @@ class BatchBuilder:
                                     for ex, f in zip(examples, flip.tolist(), strict=True)]).float()
                 z = z + stds * torch.randn(z.shape, generator=self.generator)
         else:
-            pixels = torch.stack([ex["pixels"] for ex in examples])
-            pixels = torch.where(flip.view(-1, 1, 1, 1), pixels.flip(-1), pixels)
-            encode_objects = self.latent_fusion and object_idx is not None and not cached_objects
-            if encode_objects:
-                pixels = torch.cat([pixels, self.bank.pixels(object_idx)])  # one VAE call for both
+            pixels = mirrored(torch.stack([ex["pixels"] for ex in examples]), flip)
+            encode_objects = use_objects and not cached_objects
+            if encode_objects:  # one VAE call for both
+                pixels = torch.cat([pixels, mirrored(self.bank.pixels(object_idx), object_flip)])
             vae = self.c.vae
             dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
-            noise = torch.randn(dist.mean[:n].shape, generator=self.generator).to(dist.mean.device, dist.mean.dtype)
-            z = (dist.mean[:n] + dist.std[:n] * noise).float().cpu() * self.c.scaling_factor
-            if encode_objects:  # object latents: the distribution mean, like the cached ones
-                z_obj = dist.mean[n:].float().cpu() * self.c.scaling_factor
+            noise = self.noise_like(dist.mean[:n])
+            z = posterior_sample(dist.mean[:n], dist.std[:n], noise).float().cpu() * self.c.scaling_factor
+            if encode_objects:
+                obj_mean = dist.mean[n:].float().cpu() * self.c.scaling_factor
+                obj_std = dist.std[n:].float().cpu() * self.c.scaling_factor
+        z_obj = obj_mean
+        if obj_mean is not None and self.object_posterior:  # after the training noise, whichever the path
+            z_obj = posterior_sample(obj_mean, obj_std, torch.randn(obj_mean.shape, generator=self.generator))
+        self.last_object_latents = z_obj  # what the fusion used (for inspection and tests)
         if z_obj is not None:
             z = fusion.latent_fusion(z, z_obj, self.cfg.w_lat)
         return z
@@ -154,8 +181,11 @@ class BatchBuilder:
         """(noisy latents, timesteps, caption states, target), on CPU in fp32."""
         n = len(examples)
         object_idx = self.bank.draw(n, self.generator) if self.bank is not None else None
+        label_idx = None
+        if object_idx is not None and self.caption_fusion:
+            label_idx = self.bank.draw_labels(object_idx, self.generator, self.object_label)
         z = self.latents(examples, object_idx)
-        states = self.text_states(examples, object_idx)
+        states = self.text_states(examples, label_idx)
         sched = self.c.noise_scheduler
         noise = torch.randn(z.shape, generator=self.generator)
         t = torch.randint(0, sched.config.num_train_timesteps, (n,), generator=self.generator)

@@ -18,6 +18,7 @@ from dftrain.paths import packaged_ds_config
 from dftrain.progress import DEFAULT_LOG_INTERVAL, LOG_INTERVAL_HELP
 from dftrain.train.duplication import DUP_SAMPLING_MODES
 from dftrain.train.fusion import CAPTION_FUSION_MODES, FUSION_MODES
+from dftrain.train.object_draws import OBJECT_LABEL_MODES, OBJECT_LATENT_MODES
 
 PRECISIONS = ("bf16", "fp32", "fp16")
 LR_SCHEDULES = ("constant_with_warmup", "cosine", "constant")
@@ -45,6 +46,13 @@ class TrainConfig(Options):
     w_emb: Number = option(0.5, "Caption embedding fusion weight (embed_add).", **Unit)
     caption_field: Literal[CAPTION_FIELDS] = option(
         "txt", "txt (training caption) or orig (the original caption kept in the json).")
+    # the object of each fusion, as the paper draws it (dftrain/train/object_draws.py)
+    object_label: Literal[OBJECT_LABEL_MODES] = option(
+        "synonym", "synonym: a random synonym of the object's class per draw (the paper's); first: always the class "
+        "name.")
+    object_flip: Switch = option(True, "Flip object images left-right with p = 1/2, like training images.")
+    object_latent: Literal[OBJECT_LATENT_MODES] = option(
+        "sample", "sample: VAE posterior mean + std * noise (the paper's); mean: the posterior mean.")
     # prior-study baselines (Somepalli et al. 2023; all off by default, their parameters otherwise)
     embed_noise_sigma: Number = option(0.0, "Baseline: Gaussian noise sigma on caption embeddings (0 = off).", ge=0.0)
     mixup_alpha: Number = option(0.0, "Baseline: embedding mixup, one lambda ~ Beta(alpha, 1) per batch (0 = off).",
@@ -225,6 +233,10 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
             problems.append(f"object-bank folder not found: {cfg.objects}")
         elif (manifest := load_shard_manifest(Path(cfg.objects), problems)) is not None:
             facts["objects_kind"] = manifest.kind
+            if (manifest.kind == "latents" and cfg.fusion in ("latent", "dual") and cfg.object_latent == "sample"
+                    and not manifest.extra.get("posterior_std")):
+                problems.append(f"{cfg.objects} holds object latents precomputed without the posterior std: run "
+                                "`dftrain precompute --objects` again, or pass --object-latent mean")
     if cfg.precision == "fp16" and not cuda_available():
         problems.append("--precision fp16 is not supported on CPU (DeepSpeed refuses it): use bf16 or fp32")
     if cfg.attention == "xformers" and not cuda_available():

@@ -9,7 +9,8 @@ Two kinds of shard folders (manifest "kind"):
 
 The training stream is deterministic for a given (seed, rank, world size), so a resumed run
 can skip to the recorded position (epoch, index) and see exactly the same examples.
-The object bank is read once into memory at start-up (no directory scans per draw).
+The object bank is read once into memory at start-up (no directory scans per draw), with every
+class's synonyms (json `class_synonyms`, or a comma-separated `class_name` as in words.txt).
 """
 
 from __future__ import annotations
@@ -264,14 +265,39 @@ class TrainStream:
         return [next(self._iter) for _ in range(n)]
 
 
-def class_name_of(sample: dict) -> str:
+def class_synonyms_of(sample: dict) -> list[str]:
+    """The class's names, its name first: json `class_synonyms` (what `dftrain shard objects` writes from
+    Tiny-ImageNet's words.txt), else `class_name` split at commas (words.txt's own form), else `cls`."""
+    from dftrain.shards.build import split_synonyms
+
     meta = sample.get("json") or {}
+    listed = meta.get("class_synonyms")
+    names = [n for n in listed if isinstance(n, str)] if isinstance(listed, list) else []
     name = meta.get("class_name")
     if isinstance(name, str) and name.strip():
-        return name.strip().replace("_", " ")
-    if "cls" in sample:
-        return str(sample["cls"])
-    raise DftrainError(f"object sample {sample.get('__key__')} has no class_name in json and no cls")
+        names = split_synonyms(name) + names
+    elif "cls" in sample and not names:
+        names = [str(sample["cls"])]
+    names = [n.strip().replace("_", " ") for n in names if n.strip()]
+    if not names:
+        raise DftrainError(f"object sample {sample.get('__key__')} has no class_name in json and no cls")
+    return list(dict.fromkeys(names))
+
+
+def class_name_of(sample: dict) -> str:
+    """The class's name (its first synonym): what identifies the class."""
+    return class_synonyms_of(sample)[0]
+
+
+def stored_view(store: dict[str, torch.Tensor], name: str, indices: torch.Tensor, flips: torch.Tensor) -> torch.Tensor:
+    """Rows `indices` of `store[name]` ("latent" or "latent_std"), as fp32; where `flips`, the mirror
+    image's rows ("latent_flip", "latent_flip_std") when stored, else the rows flipped."""
+    rows = store[name][indices].float()
+    if not bool(flips.any()):
+        return rows
+    mirror_name = name.replace("latent", "latent_flip", 1)
+    mirror = store[mirror_name][indices].float() if mirror_name in store else rows.flip(-1)
+    return torch.where(flips.view(-1, *([1] * (rows.dim() - 1))), mirror, rows)
 
 
 def _spill_file(folder: Path, shape: tuple[int, ...]):
@@ -290,8 +316,16 @@ def _spill_file(folder: Path, shape: tuple[int, ...]):
         os.unlink(name)
 
 
+def object_views(flip: bool, posterior: bool) -> tuple[str, ...]:
+    """The latent fields an object bank keeps: the mean, the posterior std when latents are sampled,
+    and the mirror image's when objects are flipped (precompute's names)."""
+    views = ["latent"] + (["latent_std"] if posterior else [])
+    return tuple(views + ([v.replace("latent", "latent_flip", 1) for v in views] if flip else []))
+
+
 class ObjectBank:
-    """All object-bank examples in memory: JPEG bytes (images) or latents, and class names."""
+    """All object-bank examples in memory: JPEG bytes (images) or latents, and class names with their
+    synonyms (`labels`: every class's names, one list; class c's are labels[label_start[c]:][:label_count[c]])."""
 
     def __init__(self, folder: str | Path, *, precomputed: bool, resolution: int):
         from dftrain.shards import SkipStats, iter_samples
@@ -299,21 +333,30 @@ class ObjectBank:
         self.precomputed, self.resolution = precomputed, resolution
         self.stats = SkipStats()
         require = (LATENTS_FIELD,) if precomputed else ("jpg",)
-        items, names = [], []
+        items, names, synonyms = [], [], {}
         # Images are decoded once here (and dropped), so an undecodable one is a counted skip with its key
         # now rather than a traceback at the first draw.
         for sample in iter_samples(shard_paths(folder), rank=0, world_size=1, decode=not precomputed, require=require,
                                    stats=self.stats):
-            names.append(class_name_of(sample))
-            items.append(load_latents_field(sample[LATENTS_FIELD])["latent"] if precomputed else sample["jpg"])
+            own = class_synonyms_of(sample)
+            names.append(own[0])
+            synonyms[own[0]] = list(dict.fromkeys(synonyms.get(own[0], []) + own))  # union, in order
+            items.append(load_latents_field(sample[LATENTS_FIELD]) if precomputed else sample["jpg"])
         if not items:
             raise ConfigError(f"object bank {folder} holds no usable samples")
         self.class_names = sorted(set(names))
         index = {name: i for i, name in enumerate(self.class_names)}
         self.class_ids = torch.tensor([index[n] for n in names])
-        self.latents = torch.stack(items) if precomputed else None
+        self.labels = [label for name in self.class_names for label in synonyms[name]]
+        self.label_count = torch.tensor([len(synonyms[name]) for name in self.class_names])
+        self.label_start = torch.cumsum(self.label_count, 0) - self.label_count
+        self.latents: dict[str, torch.Tensor] | None = None
+        if precomputed:  # the fields every sample holds (latent; std and mirrors from newer precomputes)
+            fields = [f for f in items[0] if f.startswith("latent") and all(f in t for t in items)]
+            self.latents = {f: torch.stack([t[f] for t in items]) for f in fields}
         self.jpgs = None if precomputed else items
-        log.info("object bank: %d examples of %d classes from %s", len(items), len(self.class_names), folder)
+        log.info("object bank: %d examples of %d classes (%d labels with their synonyms) from %s", len(items),
+                 len(self.class_names), len(self.labels), folder)
 
     def __len__(self) -> int:
         return len(self.class_ids)
@@ -322,40 +365,61 @@ class ObjectBank:
         """n random object indices (uniform over the bank)."""
         return torch.randint(0, len(self), (n,), generator=generator)
 
-    def cache_latents(self, encode, *, max_bytes: int, latent_shape: tuple[int, ...], batch_size: int = 32,
-                      spill_dir: Path | None = None) -> bool:
-        """Encode every object image once (fixed batches: deterministic) and keep the latents (fp16).
+    def draw_labels(self, object_idx: torch.Tensor, generator: torch.Generator, mode: str) -> torch.Tensor:
+        """Indices into `labels` for the drawn objects: a random synonym of each one's class (`synonym`,
+        the paper's), or the class's name (`first`: draws nothing)."""
+        from dftrain.train.object_draws import synonym_choices
 
-        The frozen VAE makes an object's latent a constant, so this only saves time. Latents larger
-        than `max_bytes` go to a memory-mapped file in `spill_dir` (unlinked at once: the mapping keeps
-        it until the process ends), so at SD resolutions a large bank is still encoded once, not at
-        every draw; without `spill_dir` they are encoded per draw (returns False).
+        classes = self.class_ids[object_idx]
+        if mode == "first":
+            return self.label_start[classes]
+        uniforms = torch.rand(len(object_idx), generator=generator)
+        return self.label_start[classes] + synonym_choices(self.label_count[classes], uniforms)
+
+    def cache_latents(self, encode, *, max_bytes: int, latent_shape: tuple[int, ...], views: tuple[str, ...] = ("latent",),
+                      batch_size: int = 32, spill_dir: Path | None = None) -> bool:
+        """Encode every object image once (fixed batches: deterministic) and keep `views` (fp16): the posterior
+        mean, its std, and the same for the mirror image (see object_views). `encode(pixels)` -> (mean, std).
+
+        The frozen VAE makes these constants, so this only saves time. Latents larger than `max_bytes`
+        go to a memory-mapped file in `spill_dir` (unlinked at once: the mapping keeps it until the
+        process ends), so at SD resolutions a large bank is still encoded once, not at every draw;
+        without `spill_dir` they are encoded per draw (returns False).
         """
         if self.latents is not None:
             return True
-        shape = (len(self), *latent_shape)
+        shape = (len(views), len(self), *latent_shape)
         nbytes = 2 * int(torch.Size(shape).numel())
-        store = None
-        if nbytes > max_bytes:
-            if spill_dir is None:
-                log.info("object bank latents would take %.1f MiB > cap: encoding objects per draw", nbytes / 2**20)
-                return False
-            store = _spill_file(Path(spill_dir), shape)
-        chunks = []
+        if nbytes > max_bytes and spill_dir is None:
+            log.info("object bank latents would take %.1f MiB > cap: encoding objects per draw", nbytes / 2**20)
+            return False
+        store = _spill_file(Path(spill_dir), shape) if nbytes > max_bytes else None
+        chunks: dict[str, list[torch.Tensor]] = {v: [] for v in views}
+        mirrors = any(v.startswith("latent_flip") for v in views)
         for start in range(0, len(self), batch_size):
             stop = min(start + batch_size, len(self))
-            chunk = encode(self.pixels(torch.arange(start, stop))).half()
-            if store is None:
-                chunks.append(chunk)
-            else:
-                store[start:stop] = chunk.numpy()
-        self.latents = torch.cat(chunks) if store is None else torch.from_numpy(store)
+            pixels = self.pixels(torch.arange(start, stop))
+            encoded = dict(zip(("latent", "latent_std"), encode(pixels), strict=True))
+            if mirrors:
+                encoded.update(zip(("latent_flip", "latent_flip_std"), encode(pixels.flip(-1)), strict=True))
+            for v, name in enumerate(views):
+                if store is None:
+                    chunks[name].append(encoded[name].half())
+                else:
+                    store[v, start:stop] = encoded[name].half().numpy()
+        if store is None:
+            self.latents = {name: torch.cat(parts) for name, parts in chunks.items()}
+        else:
+            mapped = torch.from_numpy(store)
+            self.latents = {name: mapped[v] for v, name in enumerate(views)}
         where = "in memory" if store is None else f"memory-mapped from {spill_dir}"
-        log.info("object bank: %d latents cached %s (%.1f MiB)", len(self), where, nbytes / 2**20)
+        log.info("object bank: %d latents cached %s (%s; %.1f MiB)", len(self), where, ", ".join(views), nbytes / 2**20)
         return True
 
     def pixels(self, indices: torch.Tensor) -> torch.Tensor:
         return torch.stack([decode_image(self.jpgs[int(i)], self.resolution) for i in indices])
 
-    def cached_latents(self, indices: torch.Tensor) -> torch.Tensor:
-        return self.latents[indices].float()
+    def cached_latents(self, indices: torch.Tensor, flips: torch.Tensor | None = None, name: str = "latent") -> torch.Tensor:
+        """The cached `name` view ("latent" or "latent_std") of objects `indices`, mirrored where `flips`."""
+        flips = torch.zeros(len(indices), dtype=torch.bool) if flips is None else flips
+        return stored_view(self.latents, name, indices, flips)

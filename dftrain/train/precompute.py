@@ -5,10 +5,11 @@ Each sample keeps `__key__`, `txt`, `json` (and `cls` for object banks) and adds
 `latents.safetensors`, a safetensors blob with:
 
   latent       [C, h, w]  VAE latent-distribution mean x scaling_factor (what the UNet sees)
-  latent_flip  [C, h, w]  the same for the horizontally flipped image (when --random-flip)
+  latent_flip  [C, h, w]  the same for the horizontally flipped image (when --random-flip; object
+                          banks too: their images are flipped like training images)
   latent_std, latent_flip_std
-               [C, h, w]  the posterior's std x scaling_factor (training sets): the step samples
-                          mean + std * noise, as training from images does (the paper's training)
+               [C, h, w]  the posterior's std x scaling_factor (training sets and object banks): the
+                          step samples mean + std * noise, as training from images does (the paper's)
   text_states  [T, D]     text-encoder last hidden states of the chosen caption (training sets, only
                           with --text-states: [77, 1024] fp16 is ~154 KiB per sample for SD 2.x, about
                           5x the latents, while the text encoder is ~8% of the UNet's FLOPs; without
@@ -106,13 +107,13 @@ def encode_shard_samples(
         if not good:
             continue
         px = torch.stack(pixels)
-        # training samples keep the posterior's std, so the step samples it as on-the-fly training does;
-        # object latents are the mean (a constant per object, like the on-the-fly cache)
+        # every sample keeps the posterior's std, so the step samples it as on-the-fly training does
+        # (object latents too: the paper samples them, --object-latent mean uses the mean alone)
         z, z_std = enc.posterior(px)
         z_flip, z_flip_std = enc.posterior(px.flip(-1)) if flip else (None, None)
         states = enc.text([pick_caption(s, caption_field) for s in good]) if text_states and not objects else None
         for i, sample in enumerate(good):
-            tensors = {"latent": z[i]} if objects else {"latent": z[i], "latent_std": z_std[i]}
+            tensors = {"latent": z[i], "latent_std": z_std[i]}
             if z_flip is not None:
                 tensors["latent_flip"], tensors["latent_flip_std"] = z_flip[i], z_flip_std[i]
             if states is not None:
@@ -151,8 +152,10 @@ def precompute_folder(
             target = out / path.name
             info_file = out / f".{path.name}.info.json"
             source_id = {"input_sha256": input_sha256.get(path.name), "encoder": encoder_id, "resolution": enc.resolution,
-                         "flip": flip and not objects, "caption_field": caption_field, "dtype": dtype,
+                         "flip": flip, "caption_field": caption_field, "dtype": dtype,
                          "text_states": text_states and not objects}
+            if objects:  # object shards from before held the mean alone: made again
+                source_id["posterior_std"] = True
             if target.is_file() and info_file.is_file():
                 if json.loads(info_file.read_text()).get("made_from") == source_id:
                     log.info("%s already done: skipped", target)
@@ -161,7 +164,7 @@ def precompute_folder(
                 log.info("%s was made from other input or settings: encoding again", target)
             raw = iter_samples([path], rank=0, world_size=1, decode=False, require=("jpg",) if objects else ("jpg", "txt"), stats=stats)
             info = write_shard(target, shown.counting(encode_shard_samples(
-                raw, enc, objects=objects, flip=flip and not objects, caption_field=caption_field,
+                raw, enc, objects=objects, flip=flip, caption_field=caption_field,
                 batch_size=batch_size, dtype=STORAGE_DTYPES[dtype], skipped=skipped, text_states=text_states,
             )))
             info_file.write_text(json.dumps({"name": info.name, "samples": info.samples, "sha256": info.sha256,
@@ -172,10 +175,10 @@ def precompute_folder(
         if all(f.is_file() for f in infos):
             shards = [ShardInfo.from_dict({k: v for k, v in json.loads(f.read_text()).items() if k != "made_from"}) for f in infos]
             Manifest(kind="latents", shards=shards, command=command, extra={
-                "resolution": enc.resolution, "scaling_factor": enc.scaling_factor, "flip": flip and not objects,
+                "resolution": enc.resolution, "scaling_factor": enc.scaling_factor, "flip": flip,
                 "caption_field": None if objects else caption_field, "dtype": dtype, "source": str(source),
                 "source_kind": source_manifest.kind, "objects": objects, "text_states": text_states and not objects,
-                "posterior_std": not objects,
+                "posterior_std": True,
             }).save(out)
             manifest_written = True
         return {"out": str(out), "samples": written, "skipped": len(skipped) + stats.total_skipped, "manifest": manifest_written}
@@ -211,7 +214,7 @@ def precompute(
     if objects is not None:
         objects_out = objects_out or Path(out).parent / f"{Path(out).name}-objects"
         result["objects"] = precompute_folder(
-            objects, objects_out, enc, objects=True, flip=False, batch_size=batch_size, dtype=dtype,
+            objects, objects_out, enc, objects=True, flip=flip, batch_size=batch_size, dtype=dtype,
             rank=info.rank, world_size=info.world_size, command=command,
             encoder_id=encoder_identity(model, ("vae",)), overwrite=overwrite,
         )

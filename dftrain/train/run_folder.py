@@ -24,6 +24,8 @@ MAY_CHANGE_ON_RESUME = frozenset({
     "keep_checkpoints", "extra", "out", "overwrite", "allow_changes", "num_workers",
 })
 PATH_OPTIONS = frozenset({"model", "shards", "objects", "deepspeed"})
+# Options added later: a checkpoint whose config lacks one ran as this value says.
+BEFORE_THE_OPTION = {"object_label": "first", "object_flip": False, "object_latent": "mean"}
 RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "pipeline", "config.yaml")
 
 
@@ -35,6 +37,7 @@ def _comparable(name: str, value: Any) -> Any:
 
 def changed_options(saved: dict[str, Any], now: dict[str, Any]) -> list[str]:
     """'name saved -> now' for every option that differs and may not change on resume."""
+    saved = {**{k: v for k, v in BEFORE_THE_OPTION.items() if k in now}, **saved}
     return [f"{name} {saved[name]!r} -> {now[name]!r}" for name in sorted(set(saved) & set(now))
             if name not in MAY_CHANGE_ON_RESUME and _comparable(name, saved[name]) != _comparable(name, now[name])]
 
