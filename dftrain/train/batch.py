@@ -13,6 +13,7 @@ from pathlib import Path
 import torch
 
 from dftrain.train import fusion, mitigations
+from dftrain.train.input_pipeline import to_device
 from dftrain.train.models import encode_token_ids, tokenize
 
 
@@ -140,7 +141,7 @@ class BatchBuilder:
             if encode_objects:
                 pixels = torch.cat([pixels, self.bank.pixels(object_idx)])  # one VAE call for both
             vae = self.c.vae
-            dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
+            dist = vae.encode(to_device(pixels, self.device, vae.dtype)).latent_dist
             noise = torch.randn(dist.mean[:n].shape, generator=self.generator).to(dist.mean.device, dist.mean.dtype)
             z = (dist.mean[:n] + dist.std[:n] * noise).float().cpu() * self.c.scaling_factor
             if encode_objects:  # object latents: the distribution mean, like the cached ones

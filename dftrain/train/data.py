@@ -140,11 +140,13 @@ class TrainStream:
         self.stats = SkipStats()
         # Fewer shards than ranks: split by example instead of by shard so that no rank is idle.
         self.split_by_shard = len(self.paths) >= world_size
-        # Decoding in `num_workers` processes, up to num_workers x prefetch images ahead; results are
-        # taken in stream order, so batches, skips and the resume position are those of 0 workers.
+        # Decoding in `num_workers` processes (dftrain/train/input_pipeline.py), images_ahead() images
+        # ahead; results are taken in stream order, so batches, skips and the resume position are those
+        # of 0 workers (the position counts the examples taken, not those decoded ahead).
         self.num_workers = 0 if precomputed else num_workers
         self.prefetch = max(1, prefetch)
         self._pool = None
+        self._batch_size = 0  # the last next_batch size: how far ahead to decode
         self.dup_sampling, self.dup_fraction, self.dup_weight = dup_sampling, dup_fraction, dup_weight
         self._iter = self._examples()
 
@@ -194,21 +196,24 @@ class TrainStream:
         from collections import deque
 
         if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
+            from dftrain.train.input_pipeline import start_pool
 
-            # spawn: the parent holds OpenMP and gloo threads, which a forked child could deadlock on
-            self._pool = ProcessPoolExecutor(self.num_workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = start_pool(self.num_workers)
             log.info("rank %d: decoding images in %d worker processes", self.rank, self.num_workers)
         window: deque = deque()
         for i, raw in items:
             window.append((i, raw, self._pool.submit(crop_image, raw["jpg"], self.resolution)))
-            if len(window) >= self.num_workers * self.prefetch:
+            if len(window) > self.images_ahead():
                 i0, raw0, done = window.popleft()
                 yield i0, self.convert(raw0, crop=done.result)
         while window:
             i0, raw0, done = window.popleft()
             yield i0, self.convert(raw0, crop=done.result)
+
+    def images_ahead(self) -> int:
+        """Images in the workers' hands while the step runs: `prefetch` per worker, and at least the next
+        two batches, so that a large batch is not left to decode after the step, in the step's time."""
+        return max(self.num_workers * self.prefetch, 2 * self._batch_size)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -261,6 +266,7 @@ class TrainStream:
         return example
 
     def next_batch(self, n: int) -> list[dict]:
+        self._batch_size = n
         return [next(self._iter) for _ in range(n)]
 
 
