@@ -1,5 +1,6 @@
 """The input pipeline around the step (dftrain/train/input_pipeline.py): decoding workers that outlive a
-launcher's signals and not their training process, decoding two batches ahead, pinned copies on CUDA only."""
+launcher's signals and not their training process, a dead worker reported as such, decoding two batches
+ahead, pinned copies on CUDA only."""
 
 from __future__ import annotations
 
@@ -64,6 +65,23 @@ def test_workers_keep_decoding_after_the_signals_a_launcher_sends_the_rank(shard
     finally:
         with_workers.close()
     assert_same_examples(first + later, expected)
+
+
+def test_a_dead_worker_stops_the_run_with_one_line_not_skipped_samples(shards):
+    """A worker killed (out of memory) is not a bad image: nothing is counted as skipped, and the error says
+    how to go on (before: its pending images were counted as undecodable, then a BrokenProcessPool traceback)."""
+    from dftrain.errors import DftrainError
+
+    s = stream(shards, 1)
+    try:
+        s.next_batch(2)
+        (worker,) = decoding_workers(os.getpid())
+        os.kill(worker, signal.SIGKILL)
+        with pytest.raises(DftrainError, match="decoding worker process died.*--resume auto"):
+            s.next_batch(14)
+    finally:
+        s.close()
+    assert s.stats.total_skipped == 0
 
 
 def test_a_worker_exits_when_its_training_process_is_killed(shards):

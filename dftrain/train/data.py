@@ -200,15 +200,27 @@ class TrainStream:
 
             self._pool = start_pool(self.num_workers)
             log.info("rank %d: decoding images in %d worker processes", self.rank, self.num_workers)
+        from concurrent.futures.process import BrokenProcessPool
+
         window: deque = deque()
-        for i, raw in items:
-            window.append((i, raw, self._pool.submit(crop_image, raw["jpg"], self.resolution)))
-            if len(window) > self.images_ahead():
-                i0, raw0, done = window.popleft()
-                yield i0, self.convert(raw0, crop=done.result)
-        while window:
-            i0, raw0, done = window.popleft()
-            yield i0, self.convert(raw0, crop=done.result)
+        try:
+            for i, raw in items:
+                window.append((i, raw, self._pool.submit(crop_image, raw["jpg"], self.resolution)))
+                if len(window) > self.images_ahead():
+                    yield self._decoded(*window.popleft())
+            while window:
+                yield self._decoded(*window.popleft())
+        except BrokenProcessPool as exc:
+            raise DftrainError(f"rank {self.rank}: an image-decoding worker process died ({exc}); continue with "
+                               "--resume auto, with fewer --num-workers if memory ran out") from None
+
+    def _decoded(self, index: int, raw: dict, done) -> tuple[int, dict | None]:
+        """A worker's result as an example; a dead worker is an error, not a bad image to count and skip."""
+        from concurrent.futures.process import BrokenProcessPool
+
+        if isinstance(done.exception(), BrokenProcessPool):
+            raise done.exception()
+        return index, self.convert(raw, crop=done.result)
 
     def images_ahead(self) -> int:
         """Images in the workers' hands while the step runs: `prefetch` per worker, and at least the next
