@@ -58,10 +58,14 @@ def decode_image(jpg: bytes, resolution: int) -> torch.Tensor:
 
 
 def pixels_from_crop(array) -> torch.Tensor:
-    """uint8 [R, R, 3] -> float [3, R, R] in [-1, 1]."""
+    """uint8 [R, R, 3] -> float [3, R, R] in [-1, 1].
+
+    Transposed while still uint8, then converted in place: the same values as converting first, in a
+    third of the time (one strided copy of bytes instead of floats, no temporaries).
+    """
     import numpy as np
 
-    return torch.from_numpy(np.asarray(array, dtype=np.float32)).permute(2, 0, 1).div(127.5).sub(1.0).contiguous()
+    return torch.from_numpy(np.asarray(array, dtype=np.uint8)).permute(2, 0, 1).contiguous().float().div_(127.5).sub_(1.0)
 
 
 def crop_image(jpg: bytes, resolution: int):
@@ -194,33 +198,53 @@ class TrainStream:
                 yield i, self.convert(raw)
             return
         from collections import deque
-
-        if self._pool is None:
-            from dftrain.train.input_pipeline import start_pool
-
-            self._pool = start_pool(self.num_workers)
-            log.info("rank %d: decoding images in %d worker processes", self.rank, self.num_workers)
         from concurrent.futures.process import BrokenProcessPool
 
-        window: deque = deque()
+        from dftrain.train.input_pipeline import DECODE_CHUNK, decode_crops, start_pool
+
+        if self._pool is None:
+            self._pool = start_pool(self.num_workers)
+            log.info("rank %d: decoding images in %d worker processes", self.rank, self.num_workers)
+        window: deque = deque()  # (the (index, raw) pairs of one task, its future), in stream order
+        pending: list[tuple[int, dict]] = []
+        in_flight = 0  # images in the window
+
+        def submit() -> None:
+            nonlocal in_flight
+            window.append((list(pending), self._pool.submit(decode_crops, [raw["jpg"] for _, raw in pending],
+                                                           self.resolution)))
+            in_flight += len(pending)
+            pending.clear()
+
         try:
-            for i, raw in items:
-                window.append((i, raw, self._pool.submit(crop_image, raw["jpg"], self.resolution)))
-                if len(window) > self.images_ahead():
-                    yield self._decoded(*window.popleft())
+            for item in items:
+                pending.append(item)
+                if len(pending) == DECODE_CHUNK:
+                    submit()
+                # take the oldest task once the others still keep images_ahead() images decoding
+                while window and in_flight - len(window[0][0]) >= self.images_ahead():
+                    task = window.popleft()
+                    in_flight -= len(task[0])
+                    yield from self._decoded(*task)
+            if pending:
+                submit()
             while window:
-                yield self._decoded(*window.popleft())
+                yield from self._decoded(*window.popleft())
         except BrokenProcessPool as exc:
             raise DftrainError(f"rank {self.rank}: an image-decoding worker process died ({exc}); continue with "
                                "--resume auto, with fewer --num-workers if memory ran out") from None
 
-    def _decoded(self, index: int, raw: dict, done) -> tuple[int, dict | None]:
-        """A worker's result as an example; a dead worker is an error, not a bad image to count and skip."""
+    def _decoded(self, pairs: list[tuple[int, dict]], done) -> Iterator[tuple[int, dict | None]]:
+        """A worker's results as examples; a dead worker is an error, not bad images to count and skip."""
         from concurrent.futures.process import BrokenProcessPool
+        from functools import partial
+
+        from dftrain.train.input_pipeline import returned_or_raised
 
         if isinstance(done.exception(), BrokenProcessPool):
             raise done.exception()
-        return index, self.convert(raw, crop=done.result)
+        for (index, raw), crop in zip(pairs, done.result(), strict=True):
+            yield index, self.convert(raw, crop=partial(returned_or_raised, crop))
 
     def images_ahead(self) -> int:
         """Images in the workers' hands while the step runs: `prefetch` per worker, and at least the next

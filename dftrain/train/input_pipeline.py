@@ -18,6 +18,32 @@ import time
 from concurrent.futures import ProcessPoolExecutor
 
 PARENT_POLL_S = 0.5
+# Images per task: one task per image cost the training process ~0.25-0.35 ms of CPU per 256-px image in
+# queue and pickling overhead, four per task ~0.15 ms (benchmarks/RESULTS.md); more gained little.
+DECODE_CHUNK = 4
+
+
+class UndecodableImage(Exception):
+    """A worker's decoding error, as its message (any exception type PIL raises pickles as this one)."""
+
+
+def decode_crops(jpgs: list[bytes], resolution: int) -> list:
+    """In a worker: each JPEG's uint8 crop (dftrain.train.data.crop_image), or the error it raised."""
+    from dftrain.train.data import crop_image
+
+    crops = []
+    for jpg in jpgs:
+        try:
+            crops.append(crop_image(jpg, resolution))
+        except Exception as exc:  # PIL raises many types for a bad image; the training process counts it
+            crops.append(UndecodableImage(str(exc)))
+    return crops
+
+
+def returned_or_raised(result):
+    if isinstance(result, BaseException):
+        raise result
+    return result
 
 
 def start_pool(num_workers: int) -> ProcessPoolExecutor:
