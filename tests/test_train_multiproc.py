@@ -1,4 +1,5 @@
-"""Two ranks over gloo (torchrun) at ZeRO 2 and ZeRO 3; SIGKILL of a rank mid-run and resume."""
+"""Two ranks over gloo (torchrun) at ZeRO 2 and ZeRO 3; SIGKILL of a rank mid-run and resume; SIGTERM while
+decoding workers run, then an exact resume against in-process decoding."""
 
 from __future__ import annotations
 
@@ -130,16 +131,23 @@ def test_zero3_sigkill_of_a_rank_then_resume(assets, tmp_path):
     assert max((ema_unet[k] - trained[k]).abs().max().item() for k in trained) <= 1e-6
 
 
-def test_sigterm_saves_a_checkpoint_and_stops(assets, tmp_path):
-    """SIGTERM to torchrun (SLURM preemption): every rank saves at the same step, then stops."""
+def losses_and_weights(run_dir):
+    return [(r["step"], r["loss"]) for r in read_metrics(run_dir)], unet_weights(run_dir)
+
+
+def test_sigterm_with_decoding_workers_then_exact_resume(assets, tmp_path):
+    """SIGTERM to torchrun (SLURM preemption) while each rank decodes in a worker process (torchrun signals
+    the rank's whole process group, workers included): every rank saves at the same step, then stops.
+    Resumed, still with workers, it ends on the losses and weights of one straight run decoding in the
+    rank's own process (--num-workers 0): same batches with and without workers, exact resume (fp32)."""
     from dftrain.train import checkpoint as ckpt
 
     out = tmp_path / "term"
     args = train_args(assets, out, "--zero-stage", "2", "--precision", "fp32", "--checkpoint-every", "1000",
-                      "--steps", "1000", "--fusion", "latent")
+                      "--fusion", "latent", "--num-workers", "1")
     extensions = tmp_path / "torch_extensions"  # where DeepSpeed would JIT-build its ops
-    launcher = start_group(torchrun_cmd(2, *args), env=cpu_env(TORCH_EXTENSIONS_DIR=str(extensions)), cwd=REPO,
-                           stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    launcher = start_group(torchrun_cmd(2, *args, "--steps", "1000"), env=cpu_env(TORCH_EXTENSIONS_DIR=str(extensions)),
+                           cwd=REPO, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         deadline = time.time() + 240
         while time.time() < deadline and not ((out / "metrics.jsonl").is_file() and len(read_metrics(out)) >= 2):
@@ -150,9 +158,25 @@ def test_sigterm_saves_a_checkpoint_and_stops(assets, tmp_path):
     finally:
         kill_group(launcher)
     assert "stopped by SIGTERM at step" in output, output[-3000:]
+    assert "decoding images in 1 worker processes" in output
     ckpt_dir, tag = ckpt.resolve_checkpoint(out)
     stopped_at = ckpt.step_of_tag(tag)
     assert 2 <= stopped_at < 1000  # saved at the stop, not at a --checkpoint-every multiple
     assert not (out / "pipeline").exists()  # an interrupted run does not export
     # CPU ranks do not compile DeepSpeed's shared-memory all-reduce (a killed compile's lock hung later runs)
     assert not list(extensions.rglob("deepspeed_shm_comm*")), sorted(extensions.rglob("*"))
+
+    target = stopped_at + 2
+    resumed = run(torchrun_cmd(2, *args, "--steps", str(target), "--resume", "auto", "--no-export"))
+    assert resumed.returncode == 0, resumed.stdout[-3000:] + resumed.stderr[-3000:]
+    assert f"resumed from {ckpt_dir / tag} at step {stopped_at}" in resumed.stdout
+    straight = tmp_path / "inline"
+    inline_args = train_args(assets, straight, "--zero-stage", "2", "--precision", "fp32", "--checkpoint-every", "1000",
+                             "--fusion", "latent", "--num-workers", "0", "--steps", str(target), "--no-export")
+    proc = run(torchrun_cmd(2, *inline_args))
+    assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
+    (losses, (step, weights)), (inline_losses, (inline_step, inline_weights)) = map(losses_and_weights, (out, straight))
+    assert [s for s, _ in losses] == list(range(1, target + 1))
+    assert losses == inline_losses
+    assert step == inline_step == target
+    assert max((weights[k] - inline_weights[k]).abs().max().item() for k in inline_weights) == 0

@@ -15,6 +15,7 @@ import torch
 from dftrain.errors import ConfigError
 from dftrain.train import fusion, mitigations
 from dftrain.train.data import object_views
+from dftrain.train.input_pipeline import to_device
 from dftrain.train.models import encode_token_ids, tokenize
 from dftrain.train.object_draws import coin_flips, mirrored, posterior_sample
 
@@ -162,7 +163,7 @@ class BatchBuilder:
             if encode_objects:  # one VAE call for both
                 pixels = torch.cat([pixels, mirrored(self.bank.pixels(object_idx), object_flip)])
             vae = self.c.vae
-            dist = vae.encode(pixels.to(self.device, vae.dtype)).latent_dist
+            dist = vae.encode(to_device(pixels, self.device, vae.dtype)).latent_dist
             noise = self.noise_like(dist.mean[:n])
             z = posterior_sample(dist.mean[:n], dist.std[:n], noise).float().cpu() * self.c.scaling_factor
             if encode_objects:

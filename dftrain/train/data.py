@@ -59,10 +59,14 @@ def decode_image(jpg: bytes, resolution: int) -> torch.Tensor:
 
 
 def pixels_from_crop(array) -> torch.Tensor:
-    """uint8 [R, R, 3] -> float [3, R, R] in [-1, 1]."""
+    """uint8 [R, R, 3] -> float [3, R, R] in [-1, 1].
+
+    Transposed while still uint8, then converted in place: the same values as converting first, in a
+    third of the time (one strided copy of bytes instead of floats, no temporaries).
+    """
     import numpy as np
 
-    return torch.from_numpy(np.asarray(array, dtype=np.float32)).permute(2, 0, 1).div(127.5).sub(1.0).contiguous()
+    return torch.from_numpy(np.asarray(array, dtype=np.uint8)).permute(2, 0, 1).contiguous().float().div_(127.5).sub_(1.0)
 
 
 def crop_image(jpg: bytes, resolution: int):
@@ -141,11 +145,13 @@ class TrainStream:
         self.stats = SkipStats()
         # Fewer shards than ranks: split by example instead of by shard so that no rank is idle.
         self.split_by_shard = len(self.paths) >= world_size
-        # Decoding in `num_workers` processes, up to num_workers x prefetch images ahead; results are
-        # taken in stream order, so batches, skips and the resume position are those of 0 workers.
+        # Decoding in `num_workers` processes (dftrain/train/input_pipeline.py), images_ahead() images
+        # ahead; results are taken in stream order, so batches, skips and the resume position are those
+        # of 0 workers (the position counts the examples taken, not those decoded ahead).
         self.num_workers = 0 if precomputed else num_workers
         self.prefetch = max(1, prefetch)
         self._pool = None
+        self._batch_size = 0  # the last next_batch size: how far ahead to decode
         self.dup_sampling, self.dup_fraction, self.dup_weight = dup_sampling, dup_fraction, dup_weight
         self._iter = self._examples()
 
@@ -193,23 +199,58 @@ class TrainStream:
                 yield i, self.convert(raw)
             return
         from collections import deque
+        from concurrent.futures.process import BrokenProcessPool
+
+        from dftrain.train.input_pipeline import DECODE_CHUNK, decode_crops, start_pool
 
         if self._pool is None:
-            import multiprocessing
-            from concurrent.futures import ProcessPoolExecutor
-
-            # spawn: the parent holds OpenMP and gloo threads, which a forked child could deadlock on
-            self._pool = ProcessPoolExecutor(self.num_workers, mp_context=multiprocessing.get_context("spawn"))
+            self._pool = start_pool(self.num_workers)
             log.info("rank %d: decoding images in %d worker processes", self.rank, self.num_workers)
-        window: deque = deque()
-        for i, raw in items:
-            window.append((i, raw, self._pool.submit(crop_image, raw["jpg"], self.resolution)))
-            if len(window) >= self.num_workers * self.prefetch:
-                i0, raw0, done = window.popleft()
-                yield i0, self.convert(raw0, crop=done.result)
-        while window:
-            i0, raw0, done = window.popleft()
-            yield i0, self.convert(raw0, crop=done.result)
+        window: deque = deque()  # (the (index, raw) pairs of one task, its future), in stream order
+        pending: list[tuple[int, dict]] = []
+        in_flight = 0  # images in the window
+
+        def submit() -> None:
+            nonlocal in_flight
+            window.append((list(pending), self._pool.submit(decode_crops, [raw["jpg"] for _, raw in pending],
+                                                           self.resolution)))
+            in_flight += len(pending)
+            pending.clear()
+
+        try:
+            for item in items:
+                pending.append(item)
+                if len(pending) == DECODE_CHUNK:
+                    submit()
+                # take the oldest task once the others still keep images_ahead() images decoding
+                while window and in_flight - len(window[0][0]) >= self.images_ahead():
+                    task = window.popleft()
+                    in_flight -= len(task[0])
+                    yield from self._decoded(*task)
+            if pending:
+                submit()
+            while window:
+                yield from self._decoded(*window.popleft())
+        except BrokenProcessPool as exc:
+            raise DftrainError(f"rank {self.rank}: an image-decoding worker process died ({exc}); continue with "
+                               "--resume auto, with fewer --num-workers if memory ran out") from None
+
+    def _decoded(self, pairs: list[tuple[int, dict]], done) -> Iterator[tuple[int, dict | None]]:
+        """A worker's results as examples; a dead worker is an error, not bad images to count and skip."""
+        from concurrent.futures.process import BrokenProcessPool
+        from functools import partial
+
+        from dftrain.train.input_pipeline import returned_or_raised
+
+        if isinstance(done.exception(), BrokenProcessPool):
+            raise done.exception()
+        for (index, raw), crop in zip(pairs, done.result(), strict=True):
+            yield index, self.convert(raw, crop=partial(returned_or_raised, crop))
+
+    def images_ahead(self) -> int:
+        """Images in the workers' hands while the step runs: `prefetch` per worker, and at least the next
+        two batches, so that a large batch is not left to decode after the step, in the step's time."""
+        return max(self.num_workers * self.prefetch, 2 * self._batch_size)
 
     def close(self) -> None:
         if self._pool is not None:
@@ -262,6 +303,7 @@ class TrainStream:
         return example
 
     def next_batch(self, n: int) -> list[dict]:
+        self._batch_size = n
         return [next(self._iter) for _ in range(n)]
 
 

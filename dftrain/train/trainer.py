@@ -31,6 +31,7 @@ from dftrain.train.environment import (
     peak_memory_bytes,
     skip_cpu_shm_comm,
 )
+from dftrain.train.input_pipeline import to_device
 from dftrain.train.run_folder import check_run_folder, clear_run_outputs
 from dftrain.train.safe_load import weights_only_loading
 from dftrain.train.schedule import lr_factor
@@ -297,9 +298,10 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
                 examples = stream.next_batch(cfg.micro_batch_size)
                 noisy, t, states, target = builder.build(examples)
                 pred = engine(
-                    noisy.to(device, model_dtype), t.to(device), encoder_hidden_states=states.to(device, model_dtype)
+                    to_device(noisy, device, model_dtype), to_device(t, device),
+                    encoder_hidden_states=to_device(states, device, model_dtype),
                 ).sample
-                loss = torch.nn.functional.mse_loss(pred.float(), target.to(device).float())
+                loss = torch.nn.functional.mse_loss(pred.float(), to_device(target, device).float())
                 engine.backward(loss)
                 engine.step()
                 step_loss += loss.item() / cfg.grad_accum
