@@ -157,20 +157,29 @@ def _save_text(path: Path, text: str) -> None:
     os.replace(tmp, path)
 
 
+def save_entry(stem: Path, rows: np.ndarray, keys: list[str], ids: np.ndarray, meta: dict) -> None:
+    """Write one entry: descriptors, (key hash, group hash, position) per row, keys, then its metadata
+    (`meta` + version and row count), which marks it complete. Each file is renamed into place."""
+    if not (len(rows) == len(keys) == len(ids)):
+        raise DftrainError(f"entry {stem}: {len(rows)} rows, {len(keys)} keys, {len(ids)} ids")
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    _save_npy(_path(stem, ".npy"), rows)
+    _save_npy(_path(stem, ".ids.npy"), np.asarray(ids, dtype=np.uint64).reshape(-1, 3))
+    _save_text(_path(stem, ".keys.json"), json.dumps(keys, ensure_ascii=False))
+    meta = {**meta, "version": STORE_VERSION, "rows": len(keys), "dim": int(rows.shape[1]),
+            "dtype": rows.dtype.name}
+    _save_text(_path(stem, ".json"), json.dumps(meta, ensure_ascii=False))  # last: the entry is complete
+
+
 def _write_entry(p: _Pending, shard, reader) -> None:
     d = p.plan.descriptor
     dtype = np.float32 if d.name in FLOAT32_DESCRIPTORS else np.float16
     rows = np.concatenate(p.rows) if p.rows else np.zeros((0, d.dim), np.float32)
-    p.stem.parent.mkdir(parents=True, exist_ok=True)
-    _save_npy(_path(p.stem, ".npy"), rows.astype(dtype))
-    _save_npy(_path(p.stem, ".ids.npy"), np.asarray(p.ids, dtype=np.uint64).reshape(-1, 3))
-    _save_text(_path(p.stem, ".keys.json"), json.dumps(p.keys, ensure_ascii=False))
-    meta = {"version": STORE_VERSION, "descriptor": d.cache_id, "dim": int(d.dim), "dtype": np.dtype(dtype).name,
-            "shard": shard.name, "sha256": shard.sha256, "rows": len(p.keys),
-            "positions": None if p.wanted is None else len(p.wanted),
-            "decode_skipped": p.n_skipped, "decode_problems": p.skipped,
-            "reader_skipped": dict(reader.skipped), "reader_problems": reader.problems[:MAX_LISTED]}
-    _save_text(_path(p.stem, ".json"), json.dumps(meta, ensure_ascii=False))  # last: the entry is complete
+    save_entry(p.stem, rows.astype(dtype), p.keys, np.asarray(p.ids, dtype=np.uint64).reshape(-1, 3), {
+        "descriptor": d.cache_id, "shard": shard.name, "sha256": shard.sha256,
+        "positions": None if p.wanted is None else len(p.wanted),
+        "decode_skipped": p.n_skipped, "decode_problems": p.skipped,
+        "reader_skipped": dict(reader.skipped), "reader_problems": reader.problems[:MAX_LISTED]})
 
 
 def compute_shard(shard_path: Path, shard, todo: list[tuple[Plan, Path, set[int] | None]], *,
