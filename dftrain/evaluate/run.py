@@ -142,12 +142,12 @@ def _train_manifest(train_dir: Path):
     return manifest
 
 
-def _plans(descriptor, manifest, options: EvaluateOptions, root: Path) -> dict[str, Plan]:
+def _plans(descriptor, positions: list[np.ndarray], options: EvaluateOptions, root: Path) -> dict[str, Plan]:
     """What to compute per training shard: the copy descriptor on every image, and on the reference
-    sample only, the Inception features (with --inception) and the embedded descriptor (--fd-embedded)."""
+    sample only (`positions`), the Inception features (with --inception) and the embedded descriptor
+    (--fd-embedded)."""
     import os
 
-    positions = reference_positions([s.samples for s in manifest.shards], options.reference_n, options.seed)
     plans = {"copy": Plan(descriptor, root)}
     inception = options.inception or os.environ.get("DFTRAIN_INCEPTION")
     if inception:
@@ -210,8 +210,10 @@ def evaluate(gen_dir: str | Path, train_dir: str | Path, out_dir: str | Path,
     manifest = _train_manifest(train_dir)
     descriptor = get_descriptor(options.descriptor, options.weights, sscd_norm=options.sscd_norm,
                                 device=options.device)
+    # The reference sample: seeded, over the manifest's sample counts, so every rank draws the same one.
+    positions = reference_positions([s.samples for s in manifest.shards], options.reference_n, options.seed)
     with _store_root(options) as root:
-        plans = _plans(descriptor, manifest, options, root)
+        plans = _plans(descriptor, positions, options, root)
         share = -(-manifest.total_samples // info.world_size)
         with _progress(f"{descriptor.name}: training images", share) as advance:
             compute_missing(train_dir, manifest.shards, list(plans.values()), info.rank, info.world_size,
@@ -224,10 +226,10 @@ def evaluate(gen_dir: str | Path, train_dir: str | Path, out_dir: str | Path,
             return {"status": "partial", "rank": info.rank, "world_size": info.world_size,
                     "missing_shards": len(missing), "shards": len(manifest.shards),
                     "cache": _cache_counts(plans, [])}
-        return _merge(gen_dir, gens, train_dir, out_dir, manifest, descriptor, plans, options)
+        return _merge(gen_dir, gens, train_dir, out_dir, manifest, descriptor, plans, positions, options)
 
 
-def _merge(gen_dir, gens, train_dir, out_dir, manifest, descriptor, plans, options) -> dict:
+def _merge(gen_dir, gens, train_dir, out_dir, manifest, descriptor, plans, positions, options) -> dict:
     from dftrain.outputs import claim_output
 
     threshold = descriptor.threshold if options.threshold is None else float(options.threshold)
@@ -240,7 +242,6 @@ def _merge(gen_dir, gens, train_dir, out_dir, manifest, descriptor, plans, optio
 
     # One streamed pass for the generations and the background: the reference sample of training
     # images against every OTHER training row (only its own row is excluded).
-    positions = reference_positions([s.samples for s in manifest.shards], options.reference_n, options.seed)
     ref_rows = train.rows_at_positions(positions)
     reference = train.gather(ref_rows)
     n_gen = len(gen.keys)
