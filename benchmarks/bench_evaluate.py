@@ -264,7 +264,6 @@ def bench_store_search(sizes=(100_000, 1_000_000), nq: int = 2_000, dim: int = S
     import shutil
     import tempfile
 
-    ivf = ivf or {"nlist": 1024, "nprobe": 4, "train_size": 65_536}
     rows = []
     with tempfile.TemporaryDirectory(prefix="dftrain-bench-store-") as tmp:
         for n in sizes:
@@ -275,9 +274,12 @@ def bench_store_search(sizes=(100_000, 1_000_000), nq: int = 2_000, dim: int = S
             exact, exact_ids = _run_store("exact", folder, nq, n, dim)
             exact["query_rows_per_s"] = nq * n / exact["seconds"]
             row["exact"] = exact
-            approx, approx_ids = _run_store("ivf", folder, nq, n, dim, dict(ivf))
+            # IVF-Flat at about 1,000-2,000 rows per cell (the 100k/1M settings of the search benchmark above).
+            params = dict(ivf or ({"nlist": 1024, "nprobe": 4, "train_size": 65_536} if n <= 100_000 else
+                                  {"nlist": 2048, "nprobe": 2, "train_size": 131_072}))
+            approx, approx_ids = _run_store("ivf", folder, nq, n, dim, params)
             half = nq // 2
-            approx.update({"params": ivf, "recall_at_1": float((approx_ids == exact_ids).mean()),
+            approx.update({"params": params, "recall_at_1": float((approx_ids == exact_ids).mean()),
                            "recall_at_1_copies": float((approx_ids[:half] == exact_ids[:half]).mean()),
                            "search_speedup_vs_exact": exact["seconds"] / approx["search_s"]})
             row["ivf"] = approx
@@ -287,7 +289,7 @@ def bench_store_search(sizes=(100_000, 1_000_000), nq: int = 2_000, dim: int = S
     return rows
 
 
-def bench_cache(n_train: int = 2_000, n_gen: int = 50, samples_per_shard: int = 100) -> dict:
+def bench_cache(n_train: int = 5_000, n_gen: int = 50, samples_per_shard: int = 100) -> dict:
     """`evaluate` twice on one training set: the second run reuses every training descriptor."""
     import io
     import logging
@@ -419,7 +421,7 @@ def main_store(quick: bool = False) -> dict:
     """The store benchmark alone (--store): memory-mapped search at 100k and 1M, cache, projection."""
     results: dict = {"quick": quick, "omp_threads": os.environ.get("OMP_NUM_THREADS", "unset")}
     results["descriptor"] = bench_descriptor(64)
-    results["cache"] = bench_cache(300 if quick else 2_000)
+    results["cache"] = bench_cache(300 if quick else 5_000)
     print(json.dumps(results["cache"]), flush=True)
     sizes = (20_000, 100_000) if quick else (100_000, 1_000_000)
     results["store_search"] = bench_store_search(sizes, nq=500 if quick else 2_000)

@@ -115,10 +115,12 @@ def exact_search(queries: np.ndarray, train_chunks: Iterable[np.ndarray] | np.nd
         _check_dim(queries, chunk)
         if len(chunk) == 0:
             continue
+        rows = len(chunk)
         index = faiss.IndexFlatIP(chunk.shape[1])
         index.add(chunk)
+        del chunk  # the index holds a copy: let the next chunk take this one's memory, not add to it
         index = _maybe_gpu(index, use_gpu)
-        kk = min(k + extra, len(chunk))
+        kk = min(k + extra, rows)
         for start in range(0, nq, query_chunk):
             stop = min(start + query_chunk, nq)
             sims, ids = index.search(queries[start:stop], kk)
@@ -128,7 +130,7 @@ def exact_search(queries: np.ndarray, train_chunks: Iterable[np.ndarray] | np.nd
                 sims = np.where(ids == exclude_ids[start:stop, None], -np.inf, sims).astype(np.float32)
             best_sims[start:stop], best_ids[start:stop] = merge_topk(
                 best_sims[start:stop], best_ids[start:stop], sims, ids, k)
-        offset += len(chunk)
+        offset += rows
         del index
     if offset == 0:
         raise DftrainError("the training descriptor set is empty")
