@@ -327,14 +327,21 @@ class TrainSet:
         entry = np.searchsorted(self.offsets, rows, side="right") - 1
         return entry, rows - self.offsets[entry]
 
+    def _by_entry(self, rows: np.ndarray) -> Iterator[tuple[int, np.ndarray, np.ndarray]]:
+        """(entry index, positions in `rows`, rows inside the entry) per entry that `rows` touch: one sort,
+        not one scan per entry (a sample spread over 40,000 shards)."""
+        entry, local = self.locate(rows)
+        order = np.argsort(entry, kind="stable")
+        for group in np.split(order, np.flatnonzero(np.diff(entry[order])) + 1):
+            if len(group):
+                yield int(entry[group[0]]), group, local[group]
+
     def gather(self, rows: np.ndarray) -> np.ndarray:
         """The given global rows, as float32, in the order given."""
         rows = np.asarray(rows, dtype=np.int64)
         out = np.empty((len(rows), self.dim), np.float32)
-        entry, local = self.locate(rows)
-        for i in np.unique(entry):
-            where = np.flatnonzero(entry == i)
-            out[where] = self._array(int(i))[local[where]]
+        for i, where, local in self._by_entry(rows):
+            out[where] = self._array(i)[local]
         return out
 
     def all_rows(self) -> np.ndarray:
@@ -342,13 +349,11 @@ class TrainSet:
         return self.gather(np.arange(len(self)))
 
     def keys_of(self, rows: np.ndarray) -> list[str]:
-        entry, local = self.locate(rows)
-        loaded: dict[int, list[str]] = {}
-        out = []
-        for i, j in zip(entry.tolist(), local.tolist(), strict=True):
-            if i not in loaded:
-                loaded[i] = self.keys(i)
-            out.append(loaded[i][j])
+        out: list[str] = [""] * len(rows)
+        for i, where, local in self._by_entry(np.asarray(rows, dtype=np.int64)):
+            keys = self.keys(i)
+            for w, j in zip(where.tolist(), local.tolist(), strict=True):
+                out[w] = keys[j]
         return out
 
     def rows_at_positions(self, positions: Sequence[np.ndarray]) -> np.ndarray:
@@ -365,10 +370,8 @@ class TrainSet:
         """(key hash, group hash, position) of the given global rows, (len(rows), 3) uint64."""
         rows = np.asarray(rows, dtype=np.int64)
         out = np.zeros((len(rows), 3), np.uint64)
-        entry, local = self.locate(rows)
-        for i in np.unique(entry):
-            where = np.flatnonzero(entry == i)
-            out[where] = self.ids(int(i))[local[where]]
+        for i, where, local in self._by_entry(rows):
+            out[where] = self.ids(i)[local]
         return out
 
     def _hash_column(self, column: int) -> Iterator[tuple[int, np.ndarray]]:
