@@ -227,7 +227,8 @@ def _measure_store(method: str, folder: str, nq: int, n: int, dim: int, params: 
     from dftrain.evaluate.store import TrainSet
 
     faiss.omp_set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
-    q = queries(nq, n, dim, 0)
+    # Made by the parent: generating them here would set this process's peak RSS before the search.
+    q = np.load(Path(folder) / "queries.npy")
     train = TrainSet(sorted(p.with_name(p.name[:-5]) for p in Path(folder).glob("*[0-9].json")))
     before = _rss_mb()
     start = time.perf_counter()
@@ -270,6 +271,7 @@ def bench_store_search(sizes=(100_000, 1_000_000), nq: int = 2_000, dim: int = S
             folder = Path(tmp) / f"n{n}"
             folder.mkdir()
             row = {"train": n, "queries": nq, "dim": dim, "store": write_store(folder, n, dim)}
+            np.save(folder / "queries.npy", queries(nq, n, dim, 0))
             print(json.dumps(row["store"]), flush=True)
             exact, exact_ids = _run_store("exact", folder, nq, n, dim)
             exact["query_rows_per_s"] = nq * n / exact["seconds"]
