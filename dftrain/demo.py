@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dftrain.errors import ConfigError
+from dftrain.paths import packaged_ds_config
 from dftrain.stages import Stage
 
 
@@ -58,7 +59,7 @@ def build_stages(out: Path, profile: str = "default", ranks: int = 2, zero_confi
     s = PROFILES[profile]
     data, model = out / "data", out / "model"
     train, objects, general = data / "train", data / "objects", data / "general"
-    zero_config = zero_config or str(Path(__file__).resolve().parent.parent / "ds_configs" / "zero2.json")
+    zero_config = zero_config or str(packaged_ds_config("zero2"))
     stages = [
         Stage("data", ["shard", "synthetic", "--out", str(data), "--n", str(s.n_train), "--size", str(s.size),
                        "--dup-fraction", str(s.dup_fraction), "--objects-per-class", str(s.objects_per_class),

@@ -119,7 +119,7 @@ def _made_by_older_dftrain(folder: Path) -> bool:
 
 
 def write_marker(folder: Path, stage: str) -> None:
-    from dftrain.shards.manifest import atomic_write_bytes
+    from dftrain.files import atomic_write_bytes
 
     body = {"stage": stage, "created": datetime.now(timezone.utc).replace(microsecond=0).isoformat()}
     atomic_write_bytes(folder / MARKER_NAME, (json.dumps(body) + "\n").encode("utf-8"))

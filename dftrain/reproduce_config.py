@@ -89,10 +89,6 @@ class Experiment:
     def needs_generalized(self) -> bool:
         return any(v.captions == "generalized" for v in self.variants)
 
-    @property
-    def needs_objects(self) -> bool:
-        return any(v.fusion != "none" for v in self.variants)
-
 
 def deep_merge(base: dict, override: dict) -> dict:
     """A copy of `base` with `override` merged in (mappings merge, anything else replaces)."""
@@ -193,10 +189,11 @@ def _options(problems: list[str], where: str, value: Any, reserved: set[str]) ->
     return out
 
 
-def _train_option_names() -> set[str]:
-    from dftrain.train.config import FIELD_NAMES
+def check_train_options(values: dict[str, Any], where: str) -> list[str]:
+    from dftrain.options import check_values
+    from dftrain.train.config import TrainConfig
 
-    return set(FIELD_NAMES)
+    return check_values(TrainConfig, values, where)
 
 
 def _variants(problems: list[str], data: dict, mitigations: dict, names: list[str] | None) -> list[Variant]:
@@ -374,16 +371,12 @@ def load_experiment(path: str | Path, profile: str | None = None, *, seeds: str 
         problems.append(f"train: unknown key(s) {', '.join(sorted(unknown))} (dftrain train flags go under train.options)")
     _number(problems, "train.ranks", train.get("ranks", 1), lo=1, integer=True)
     train_options = _options(problems, "train.options", train.get("options"), RESERVED_TRAIN_OPTIONS)
-    known_train = _train_option_names()
-    for name in sorted(set(train_options) - known_train):
-        problems.append(f"train.options.{name}: not a dftrain train option")
+    # Typed like `dftrain train` itself (one definition): a wrong option fails here, not at run time.
+    problems.extend(check_train_options(train_options, "train.options"))
     for variant in variant_list:
-        for name in sorted(set(variant.train) - known_train):
-            problems.append(f"variant {variant.name}: train option {name!r} is not a dftrain train option")
+        problems.extend(check_train_options(variant.train, f"variant {variant.name}.train"))
     if "steps" not in train_options:
         problems.append("train.options.steps is required (every variant trains for the same budget)")
-    else:
-        _number(problems, "train.options.steps", train_options["steps"], lo=1, integer=True)
     train = {**train, "options": train_options}
 
     generate = _section(problems, merged, "generate")

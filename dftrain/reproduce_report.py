@@ -11,6 +11,7 @@ import os
 from pathlib import Path
 
 from dftrain.evaluate.groups import train_groups
+from dftrain.files import atomic_write_text
 from dftrain.reproduce import Layout
 from dftrain.reproduce_config import Experiment
 from dftrain.reproduce_stats import final_loss, mean_std, own_group_match, paired_comparison
@@ -30,7 +31,6 @@ METRICS = {
     "fid": "FID",
     "diversity": "diversity",
 }
-REPLICATION = ("sim_p95", "frac_above", "own_group_match")
 SIGNIFICANCE = 0.05
 
 
@@ -425,7 +425,5 @@ def write_report(experiment: Experiment, layout: Layout, outcome=None) -> Path:
     json_path, md_path = layout.out / "report.json", layout.out / "report.md"
     for path, text in ((json_path, json.dumps(report, indent=2, default=str) + "\n"),
                        (md_path, render_markdown(report, layout))):
-        tmp = path.with_name(path.name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, path)
+        atomic_write_text(path, text)
     return md_path

@@ -24,18 +24,14 @@ def relative_change_pct(baseline: float | None, value: float | None) -> float | 
 
 
 def paired_t_p(differences: Sequence[float]) -> float | None:
-    """Two-sided p-value of a paired t-test (H0: mean difference 0); None with fewer than 2 pairs
-    or when every difference is the same."""
-    n = len(differences)
-    if n < 2:
-        return None
-    stats = mean_std(differences)
-    if not stats["std"]:
+    """Two-sided p-value of a paired t-test on per-seed differences (H0: mean difference 0; scipy's
+    one-sample t-test of the differences, which is `ttest_rel`); None with fewer than 2 pairs or when
+    every difference is the same."""
+    if len(differences) < 2 or not mean_std(differences)["std"]:
         return None
     from scipy import stats as scipy_stats
 
-    t = stats["mean"] / (stats["std"] / math.sqrt(n))
-    return float(2 * scipy_stats.t.sf(abs(t), df=n - 1))
+    return float(scipy_stats.ttest_1samp(differences, 0.0).pvalue)
 
 
 def paired_comparison(baseline: Mapping[int, float | None], variant: Mapping[int, float | None]) -> dict:

@@ -151,7 +151,7 @@ def run_stage(run_dir: Path, stage: Stage) -> StageResult:
     missing = [str(p) for p in stage.outputs if not Path(p).exists()]
     if missing:
         raise DftrainError(f"stage '{stage.name}' finished but did not write {', '.join(missing)}; log: {log_path}")
-    from dftrain.shards.manifest import atomic_write_bytes
+    from dftrain.files import atomic_write_bytes
 
     marker = _marker(run_dir, stage)
     marker.parent.mkdir(parents=True, exist_ok=True)

@@ -11,6 +11,27 @@ from PIL import Image
 
 from dftrain.shards import ShardWriter
 
+# `dftrain ARGS` with a pause after every written sample, so a test can act mid-shard (kill the build,
+# start a second one). The pause is patched in here: library code has no test hook.
+_SLOW_DFTRAIN = """
+import sys, time
+from dftrain.shards.writer import ShardWriter
+delay, sys.argv = float(sys.argv[1]), ["dftrain", *sys.argv[2:]]
+write = ShardWriter.write
+def slow_write(self, sample):
+    write(self, sample)
+    time.sleep(delay)
+ShardWriter.write = slow_write
+from dftrain.cli import main
+main()
+"""
+
+
+def slow_dftrain(delay: float, *args: str) -> list[str]:
+    import sys
+
+    return [sys.executable, "-c", _SLOW_DFTRAIN, str(delay), *args]
+
 
 def make_jpeg(seed: int, size: int = 24) -> bytes:
     rng = np.random.default_rng(seed)

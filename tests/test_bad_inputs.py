@@ -3,7 +3,8 @@ that nothing done before was lost. No row may print a traceback.
 
 Each row's setup builds small crafted files (headers that claim huge sizes, sparse files, patched JPEG
 headers), so the whole table runs in well under a minute. Cases of issue 14 that other parts of dftrain
-own (checkpoint loading, typed configuration, the trainer) have their tests beside that code.
+own (checkpoint loading, the trainer at run time) have their tests beside that code; the typed training
+options have rows here and their unit tests in tests/test_train_config.py.
 """
 
 from __future__ import annotations
@@ -27,6 +28,7 @@ from process_helpers import run_group
 from shards_helpers import (
     jpeg_claiming,
     make_jpeg,
+    slow_dftrain,
     write_dataset,
     write_raw_tar,
     write_tar_with_huge_member,
@@ -293,8 +295,7 @@ def second_build_into_the_same_folder(tmp):
     images = image_folder(tmp, {f"im{i}.jpg": make_jpeg(i) for i in range(8)})
     captions = captions_file(tmp, json.dumps({f"im{i}": f"caption {i}" for i in range(8)}))
     out = tmp / "out"
-    first = subprocess.Popen([sys.executable, "-m", "dftrain", *build_args(images, captions, out)],
-                             env={**os.environ, "DFTRAIN_SHARD_TEST_SLEEP": "0.5"}, stdout=subprocess.PIPE,
+    first = subprocess.Popen(slow_dftrain(0.5, *build_args(images, captions, out)), stdout=subprocess.PIPE,
                              stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 60
     while not list(out.glob("*.tar.tmp")) and time.time() < deadline:  # the first build is writing
@@ -412,6 +413,49 @@ def generalize_after_model_changed(tmp, lm):
                '"written": \\["shard-000000.tar", "shard-000001.tar"\\]')
 
 
+# Training options: typed once (dftrain/options.py), refused in one line before any model loads. A model
+# folder with the right layout is enough: nothing may get as far as reading it.
+
+def train_args(tmp: Path, shards: Path | None = None, *extra: str) -> list[str]:
+    model = tmp / "model"
+    for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        (model / sub).mkdir(parents=True, exist_ok=True)
+    if shards is None:
+        shards = crafted(tmp, [], 1)
+    return ["train", "--model", str(model), "--shards", str(shards), "--out", str(tmp / "run"), "--fusion", "none",
+            *extra]
+
+
+def yaml_steps_ten_and_lr_as_text_train(tmp):
+    config = tmp / "run.yaml"
+    config.write_text("lr: 1e-3\nsteps: ten\n")  # YAML 1.1 reads 1e-3 as a string: a number all the same
+    return Run(train_args(tmp, None, "--config", str(config)), 1,
+               f"error: {re.escape(str(config))}: steps: Input should be a valid integer, unable to parse string as "
+               "an integer, got 'ten'$", keep=nothing_made(tmp / "run"))
+
+
+def nothing_made(folder: Path) -> Callable[[], None]:
+    def keep():
+        assert not folder.exists(), f"{folder} was made before the options were checked"
+
+    return keep
+
+
+def w_lat_nan_train(tmp):
+    return Run(train_args(tmp, None, "--w-lat", "nan"), 1, "error: --w-lat: Input should be a finite number, got nan",
+               keep=nothing_made(tmp / "run"))
+
+
+def lr_inf_train(tmp):
+    return Run(train_args(tmp, None, "--lr", "inf"), 1, "error: --lr: Input should be a finite number, got inf")
+
+
+def manifest_less_folder_train(tmp):
+    (tmp / "shards").mkdir()
+    write_raw_tar(tmp / "shards" / "shard-000000.tar", GOOD)  # an interrupted build: tars, no manifest
+    return Run(train_args(tmp, tmp / "shards"), 1, "no manifest.json in .*: not a finished shard folder")
+
+
 # Rows that were bad-input behaviour before issue 14 and must stay so.
 
 def truncated_tar_validate(tmp):
@@ -455,6 +499,7 @@ ROWS = [
     build_into_a_folder_dftrain_did_not_make, dead_run_leftovers_are_cleaned, caption_of_1_mb,
     duplicate_keys_in_json_captions, duplicate_keys_in_json_captions_strict, one_image_under_two_keys,
     generation_outside_its_folder, generalize_after_input_rebuilt, generalize_after_model_changed,
+    yaml_steps_ten_and_lr_as_text_train, w_lat_nan_train, lr_inf_train, manifest_less_folder_train,
     truncated_tar_validate, no_manifest_validate, undecodable_and_missing_images_build,
     non_utf8_and_empty_captions_validate, missing_captions_file_build,
 ]

@@ -77,7 +77,11 @@ def test_seeds_and_variants_from_the_command_line(tmp_path):
         (lambda d: d.update(variants=["generalized"]), "'baseline' is required"),
         (lambda d: d.pop("train"), "missing section 'train'"),
         (lambda d: d["train"]["options"].pop("steps"), "steps is required"),
-        (lambda d: d["train"]["options"].update(not_an_option=1), "not a dftrain train option"),
+        (lambda d: d["train"]["options"].update(not_an_option=1), "train.options: unknown option 'not_an_option'"),
+        # typed as `dftrain train` types them: a wrong value fails when the file loads, not at run time
+        (lambda d: d["train"]["options"].update(lr="ten"), "train.options.lr: Input should be a valid number"),
+        (lambda d: d.update(custom_variants={"x": {"train": {"w_lat": 2}}}, variants=["baseline", "x"]),
+         "variant x.train.w_lat: Input should be less than or equal to 1, got 2"),
         (lambda d: d["train"]["options"].update(fusion="dual"), "set by dftrain reproduce itself"),
         (lambda d: d["data"].update(dup_fraction=1.0), "data.dup_fraction"),
         (lambda d: d["data"].pop("n"), "data.n is required"),
@@ -186,6 +190,9 @@ def test_paired_comparison_detects_a_consistent_drop():
     assert result["seeds"] == [0, 1, 2]
     assert result["change_pct"]["mean"] == pytest.approx(-49.3, abs=0.5)
     assert result["p_value"] < 0.01
+    from scipy.stats import ttest_rel
+
+    assert result["p_value"] == pytest.approx(ttest_rel([lower[s] for s in (0, 1, 2)], [base[s] for s in (0, 1, 2)]).pvalue)
     noisy = paired_comparison(base, {0: 0.95, 1: 0.70, 2: 0.86})
     assert noisy["p_value"] > 0.3
 

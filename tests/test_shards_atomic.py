@@ -10,10 +10,9 @@ import sys
 import time
 
 import pytest
-from shards_helpers import make_jpeg
+from shards_helpers import make_jpeg, slow_dftrain
 
 from dftrain.shards import Manifest, ShardError, iter_samples
-from dftrain.shards.build import SLOW_ENV
 from dftrain.shards.validate import validate
 
 N_IMAGES = 12
@@ -43,9 +42,9 @@ def test_sigkill_mid_shard_then_rerun_loses_and_duplicates_nothing(tmp_path):
     captions = tmp_path / "captions.json"
     captions.write_text(json.dumps({f"img{i:02d}": f"caption {i}" for i in range(N_IMAGES)}))
     out = tmp_path / "out"
-    env = {**os.environ, SLOW_ENV: "0.25", "OMP_NUM_THREADS": "1"}
+    env = {**os.environ, "OMP_NUM_THREADS": "1"}
 
-    process = subprocess.Popen(build_command(images, captions, out), env=env,
+    process = subprocess.Popen(slow_dftrain(0.25, *build_command(images, captions, out)[3:]), env=env,
                                stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     try:
         # Kill once the first shard is finished and the second is being written.
@@ -63,7 +62,7 @@ def test_sigkill_mid_shard_then_rerun_loses_and_duplicates_nothing(tmp_path):
         iter_samples(out)
     first_shard = (out / "shard-000000.tar").read_bytes()
 
-    rerun = subprocess.run(build_command(images, captions, out), env={**env, SLOW_ENV: "0"},
+    rerun = subprocess.run(build_command(images, captions, out), env=env,
                            capture_output=True, text=True, timeout=120)
     assert rerun.returncode == 0, rerun.stderr
     assert not list(out.glob("*.tmp"))

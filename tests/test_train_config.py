@@ -36,15 +36,22 @@ def test_valid_config_passes_and_reports_facts(paths):
 
 
 def test_unknown_zero_stage(paths, tmp_path):
-    assert "unknown ZeRO stage 4" in problems(paths, zero_stage=4)
+    assert "--zero-stage: Input should be 0, 1, 2 or 3, got 4" in problems(paths, zero_stage=4)
     ds = tmp_path / "ds.json"
     ds.write_text(json.dumps({"zero_optimization": {"stage": 7}}))
     assert "unknown ZeRO stage 7" in problems(paths, deepspeed=str(ds))
 
 
+def test_a_packaged_deepspeed_config_by_name(paths):
+    """`--deepspeed zero3` finds the config shipped inside the package (a non-editable install has it)."""
+    facts = validate(build_config(None, {**paths, "deepspeed": "zero3"}))
+    assert facts["zero_stage"] == 3
+    assert "DeepSpeed config not found: zero9" in problems(paths, deepspeed="zero9")
+
+
 def test_fusion_weights_outside_unit_interval(paths):
-    assert "--w-lat must be [0.0, 1.0], got 1.5" in problems(paths, w_lat=1.5)
-    assert "--w-lat must be [0.0, 1.0], got -0.1" in problems(paths, w_lat=-0.1)
+    assert "--w-lat: Input should be less than or equal to 1, got 1.5" in problems(paths, w_lat=1.5)
+    assert "--w-lat: Input should be greater than or equal to 0, got -0.1" in problems(paths, w_lat=-0.1)
     assert "--w-emb" in problems(paths, w_emb=2.0)
 
 
@@ -61,8 +68,11 @@ def test_missing_shard_folder_and_model(paths, tmp_path):
 
 def test_other_bad_options_are_all_listed(paths):
     message = problems(paths, fusion="triple", precision="fp8", lr_schedule="linear", steps=0, attention="flash")
-    for part in ("--fusion must be one of", "--precision must be one of", "--lr-schedule", "--steps", "--attention"):
+    for part in ("--fusion: Input should be 'none', 'latent', 'caption' or 'dual', got 'triple'",
+                 "--precision: Input should be", "--lr-schedule", "--steps: Input should be greater than or equal to 1",
+                 "--attention"):
         assert part in message
+    assert "\n" not in message  # all in one line
 
 
 def test_yaml_config_and_flag_override(paths, tmp_path):
@@ -82,7 +92,7 @@ def test_cli_fails_fast_without_deepspeed(paths):
     start = time.perf_counter()
     proc = subprocess.run(args, env=cpu_env(), cwd=REPO, capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1, proc.stderr
-    assert "unknown ZeRO stage 5" in proc.stderr and "--w-lat" in proc.stderr
+    assert "--zero-stage: Input should be 0, 1, 2 or 3, got 5" in proc.stderr and "--w-lat" in proc.stderr
     assert "Traceback" not in proc.stderr
     assert time.perf_counter() - start < 60
 
@@ -132,18 +142,25 @@ def test_yaml_values_are_read_as_their_option_types_or_refused_in_one_line(tmp_p
         build_config(str(bad))
     message = str(refused.value)
     assert "\n" not in message
-    for part in ("steps: expected an integer, got 'ten'", "ema: expected true or false, got 'yes'",
-                 "micro_batch_size: expected an integer, got True"):
+    assert message.startswith(f"{bad}: ")
+    for part in ("steps: Input should be a valid integer, unable to parse string as an integer, got 'ten'",
+                 "ema: Input should be a valid boolean, got 'yes'",
+                 "micro_batch_size: expected a number, got a boolean, got True"):
         assert part in message
+    assert "lr" not in message.replace("lr:", "")  # the good value is not reported
+
+    switch = tmp_path / "switch.yaml"
+    switch.write_text("word_repeat: 2\n")  # an old count where a switch is now
+    with pytest.raises(ConfigError, match="word_repeat: Input should be a valid boolean, got 2"):
+        build_config(str(switch))
 
 
 @pytest.mark.parametrize("flags", [{"w_lat": float("nan")}, {"lr": float("inf")}, {"lr": float("nan")}])
 def test_nan_and_inf_are_refused_before_anything_loads(tmp_path, flags):
     """They used to train to NaN and exit 0 (--w-lat nan, --lr inf), or fail after the models loaded (issue 14)."""
-    cfg = build_config(None, {"model": str(tmp_path), "shards": str(tmp_path), "out": str(tmp_path / "run"), **flags})
     (name,) = flags
-    with pytest.raises(ConfigError, match=f"--{name.replace('_', '-')} must be a finite number"):
-        validate(cfg)
+    with pytest.raises(ConfigError, match=f"--{name.replace('_', '-')}: Input should be a finite number"):
+        build_config(None, {"model": str(tmp_path), "shards": str(tmp_path), "out": str(tmp_path / "run"), **flags})
 
 
 def test_a_shard_folder_without_manifest_is_refused_not_globbed(tmp_path):

@@ -9,23 +9,43 @@ from typing import Annotated
 
 import typer
 
+from dftrain.progress import DEFAULT_LOG_INTERVAL, LOG_INTERVAL_HELP, interval_problem, set_default_interval
+
 # The one --overwrite option of every stage that writes an output folder (see dftrain/outputs.py).
 Overwrite = Annotated[bool, typer.Option(
     "--overwrite", help="Write into a folder dftrain did not create (or made by another stage), "
     "replacing dftrain's files there; and redo work that is already done.")]
 
 
-def not_implemented(stage: str) -> None:
-    """Exit with code 2 for a stage that is not built yet."""
-    typer.echo(f"dftrain {stage}: not implemented yet", err=True)
-    raise typer.Exit(code=2)
+def _set_log_interval(seconds: float | None) -> float | None:
+    if seconds is not None:
+        if interval_problem(seconds):
+            raise typer.BadParameter(f"must be a number of seconds > 0, got {seconds}")
+        set_default_interval(seconds)
+    return seconds
 
 
-def fail(message: str, code: int = 1) -> None:
-    """Print a one-line error for an expected problem (bad input, missing file) and exit."""
-    typer.secho(f"error: {message}", err=True, fg=typer.colors.RED)
-    raise typer.Exit(code=code)
+# The one --log-interval option of every long stage (the policy is dftrain/progress.py). Parsing it
+# sets this process's interval, so a stage's library code needs no extra argument. Train's is the
+# `log_interval` field of TrainConfig (same help), which the trainer passes on.
+LogInterval = Annotated[float, typer.Option(
+    "--log-interval", metavar="SECONDS", callback=_set_log_interval, show_default=False,
+    help=f"{LOG_INTERVAL_HELP} (default: {DEFAULT_LOG_INTERVAL})")]
 
 
-# Lets a stub command accept any arguments until its stage is implemented.
-PASSTHROUGH = {"allow_extra_args": True, "ignore_unknown_options": True}
+def _hide_flag_types() -> None:
+    """Typer's rich help shows `<bool>` as the "type" of an on/off flag, which takes no value: show none."""
+    from typer.core import TyperOption
+
+    shown = getattr(TyperOption, "display_type_rich", None)
+    if shown is None or getattr(shown, "hides_flags", False):
+        return
+
+    def display_type_rich(self, ctx):
+        return None if self.is_flag else shown(self, ctx)
+
+    display_type_rich.hides_flags = True
+    TyperOption.display_type_rich = display_type_rich
+
+
+_hide_flag_types()

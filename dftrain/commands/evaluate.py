@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dftrain.commands import Overwrite
+from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval, Overwrite
 
 app = typer.Typer()
 
@@ -44,6 +44,7 @@ def evaluate(
     grid_size: int = typer.Option(8, help="Most-copied generations shown in the grid."),
     seed: int = typer.Option(0, help="Seed for the reference sample (and the IVF training sample)."),
     overwrite: Overwrite = False,
+    log_interval: LogInterval = DEFAULT_LOG_INTERVAL,
 ) -> None:
     """Match every generation to its nearest training image and write the replication report."""
     import logging

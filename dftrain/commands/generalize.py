@@ -8,6 +8,8 @@ from pathlib import Path
 
 import typer
 
+from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval
+
 app = typer.Typer()
 
 
@@ -45,7 +47,8 @@ def generalize(
     overwrite: bool = typer.Option(False, help="Redo this rank's shards even when finished."),
     finalize: bool = typer.Option(False, "--finalize", help="Only write OUT/manifest.json from the finished "
                                   "shards (after all ranks ran)."),
-    progress: bool = typer.Option(True, help="Show a progress bar (rank 0)."),
+    progress: bool = typer.Option(True, help="Show progress on rank 0 (a bar, or a line every --log-interval)."),
+    log_interval: LogInterval = DEFAULT_LOG_INTERVAL,
 ) -> None:
     """Generalize every caption with an LLM (paper: arXiv 2309.07254, section 3.1); resumable, split by rank."""
     import logging

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dftrain.commands import Overwrite
+from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval, Overwrite
 
 app = typer.Typer()
 
@@ -30,10 +30,11 @@ def generate(
     overwrite: Overwrite = False,
     prompt_noise: bool = typer.Option(False, "--prompt-noise/--no-prompt-noise",
                                       help="Mitigation: Gaussian noise on the prompt embeddings (Somepalli et al.)."),
-    prompt_noise_sigma: float = typer.Option(0.1, help="Its sigma (default 0.1, theirs)."),
+    prompt_noise_sigma: float = typer.Option(0.1, help="Its sigma (theirs: 0.1)."),
     prompt_augment: str | None = typer.Option(
         None, help="Mitigation: rand_numb_add | rand_word_add | rand_word_repeat (insert numbers / tokens / own words)."),
-    prompt_augment_repeats: int = typer.Option(4, help="Insertions per prompt (default 4, theirs)."),
+    prompt_augment_repeats: int = typer.Option(4, help="Insertions per prompt (theirs: 4)."),
+    log_interval: LogInterval = DEFAULT_LOG_INTERVAL,
 ) -> None:
     """Generate images for training captions; rerun with the same arguments to resume."""
     import logging

@@ -4,6 +4,8 @@ from __future__ import annotations
 
 import typer
 
+from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval
+
 app = typer.Typer()
 
 
@@ -25,6 +27,7 @@ def precompute(
     overwrite: bool = typer.Option(False, "--overwrite", help="Write into an output folder dftrain did not make."),
     rank: int = typer.Option(None, help="This worker's rank (default: RANK / SLURM_PROCID / 0)."),
     world_size: int = typer.Option(None, help="Number of workers (default: WORLD_SIZE / SLURM_NTASKS / 1)."),
+    log_interval: LogInterval = DEFAULT_LOG_INTERVAL,
 ) -> None:
     """Encode shards into latent shards (manifest kind "latents") for `dftrain train --shards OUT`."""
     import logging

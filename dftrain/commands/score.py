@@ -9,6 +9,8 @@ from pathlib import Path
 
 import typer
 
+from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval
+
 app = typer.Typer()
 
 
@@ -72,6 +74,7 @@ def score(
         None, "--llm-model", help="Model for the LLM backend (default: the backend's)."
     ),
     max_new_tokens: int = typer.Option(160, "--max-new-tokens", min=16, help="LLM answer length limit."),
+    log_interval: LogInterval = DEFAULT_LOG_INTERVAL,
 ) -> None:
     """Caption generality score (arXiv 2309.07254): four components and their mean, 0-10."""
     from dftrain.errors import ConfigError
@@ -156,13 +159,13 @@ PROGRESS_MIN_CAPTIONS = 5000
 
 @contextmanager
 def _progress(total: int):
-    """A transient rich progress bar on stderr for long runs; yields a callback(done)."""
+    """The progress display for long runs, on stderr (stdout may carry the scores); yields a callback(done)."""
     if total < PROGRESS_MIN_CAPTIONS:
         yield None
         return
-    from rich.console import Console
-    from rich.progress import Progress
+    import sys
 
-    with Progress(console=Console(stderr=True), transient=True) as bar:
-        task = bar.add_task("scoring unique captions", total=total)
-        yield lambda done: bar.update(task, completed=done)
+    from dftrain.progress import progress
+
+    with progress("score", total, unit="captions", stream=sys.stderr) as shown:
+        yield shown.update

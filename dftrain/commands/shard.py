@@ -8,7 +8,7 @@ from pathlib import Path
 
 import typer
 
-from dftrain.commands import Overwrite
+from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval, Overwrite
 
 app = typer.Typer(help="Build, validate and inspect webdataset shards.", no_args_is_help=True)
 
@@ -29,14 +29,6 @@ def _command_line(*parts: object) -> str:
     return shlex.join(words)
 
 
-def _progress(total: int, label: str):
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(TextColumn(label), BarColumn(), MofNCompleteColumn(), TimeRemainingColumn(), transient=True)
-    task = progress.add_task(label, total=total)
-    return progress, (lambda: progress.advance(task))
-
-
 def _print_build_report(report, what: str) -> None:
     typer.echo(f"{what}: {report.written} samples in {report.shards} shard(s) -> {report.out}")
     if report.stats.total_skipped:
@@ -49,24 +41,25 @@ def _print_build_report(report, what: str) -> None:
 @app.command("build")
 def build(
     images: Path = typer.Option(..., "--images", help="Folder of images (searched recursively; matched by file stem)."),
-    captions: Path = typer.Option(..., "--captions", help="Captions: .json {key: caption|[captions]}, .jsonl or .csv."),
+    captions: Path = typer.Option(..., "--captions", help="Captions: .json {key: caption, or a list of captions}, .jsonl or .csv."),
     out: Path = typer.Option(..., "--out", help="Output folder for the tars and manifest.json."),
     samples_per_shard: int = typer.Option(10000, "--samples-per-shard", min=1, help="Samples per tar."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input instead of skipping it."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes that decode and convert images."),
     overwrite: Overwrite = False,
+    log_interval: LogInterval = DEFAULT_LOG_INTERVAL,
 ) -> None:
     """Training shards (jpg, txt, json) from an image folder and a captions file."""
+    from dftrain.progress import progress
     from dftrain.shards.build import build_shards, load_captions
 
     _setup_logging()
     command = _command_line("build", "--images", images, "--captions", captions, "--out", out,
                             "--samples-per-shard", samples_per_shard, strict and "--strict")
     total = len(load_captions(captions).captions) if captions.is_file() else 0
-    progress, advance = _progress(total, "shard build")
-    with progress:
+    with progress("shard build", total, unit="captions") as shown:
         report = build_shards(images, captions, out, samples_per_shard=samples_per_shard, strict=strict,
-                              command=command, workers=workers, on_sample=advance, overwrite=overwrite)
+                              command=command, workers=workers, on_sample=shown.advance, overwrite=overwrite)
     _print_build_report(report, "built")
     if report.unused_images:
         typer.echo(f"{report.unused_images} image(s) had no caption and were not used")
@@ -80,18 +73,19 @@ def objects(
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad image instead of skipping it."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes that decode and convert images."),
     overwrite: Overwrite = False,
+    log_interval: LogInterval = DEFAULT_LOG_INTERVAL,
 ) -> None:
     """A labelled object bank (jpg, cls, json with the class name) from class folders."""
+    from dftrain.progress import progress
     from dftrain.shards.build import build_objects, count_inputs
 
     _setup_logging()
     command = _command_line("objects", "--imagefolder", imagefolder, "--out", out,
                             "--samples-per-shard", samples_per_shard, strict and "--strict")
     total = count_inputs(imagefolder) if imagefolder.is_dir() else 0
-    progress, advance = _progress(total, "shard objects")
-    with progress:
+    with progress("shard objects", total, unit="images") as shown:
         report = build_objects(imagefolder, out, samples_per_shard=samples_per_shard, strict=strict,
-                               command=command, workers=workers, on_sample=advance, overwrite=overwrite)
+                               command=command, workers=workers, on_sample=shown.advance, overwrite=overwrite)
     _print_build_report(report, f"object bank with {len(report.classes)} classes")
 
 
@@ -171,6 +165,7 @@ def adopt(
     world_size: int = typer.Option(None, help="Number of workers (default: WORLD_SIZE / SLURM_NTASKS / 1)."),
     merge: bool = typer.Option(False, "--merge", help="Only write the manifest from the ranks' part files."),
     overwrite: bool = typer.Option(False, "--overwrite", help="Index again a folder that has a manifest."),
+    log_interval: LogInterval = DEFAULT_LOG_INTERVAL,
 ) -> None:
     """Index existing tars into manifest.json in place (counts, sizes, sha256), checking every sample."""
     import json
@@ -191,7 +186,7 @@ def adopt(
         typer.echo(f"{folder}: manifest written, {len(manifest.shards)} shards, {manifest.total_samples} samples")
         return
     report = adopt_folder(folder, kind=kind, rank=info.rank, world_size=info.world_size, overwrite=overwrite,
-                          command=command)
+                          command=command, show_progress=True)
     for problem in report.problems[:20]:
         typer.echo(f"skipped: {problem}")
     if len(report.problems) > 20:

@@ -20,7 +20,6 @@ from __future__ import annotations
 import json
 import logging
 import os
-import time
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
@@ -30,6 +29,7 @@ from dftrain.errors import ConfigError, DftrainError, MissingDependencyError
 from dftrain.evaluate import inference_mitigations
 from dftrain.evaluate.inputs import PROMPTS_FILE, iter_train_samples, original_caption
 from dftrain.outputs import check_output_folder, claim_output
+from dftrain.progress import progress
 
 log = logging.getLogger("dftrain.generate")
 
@@ -314,8 +314,8 @@ def _generate_claimed(model_dir, shards_dir, out_dir: Path, options: GenerateOpt
         log.info("rank %d/%d: %d images to generate (%d already there), %dx%d, %d steps, guidance %g on %s",
                  info.rank, info.world_size, len(todo), summary["already_done"], size, size, options.steps,
                  options.guidance, device)
-        start = time.perf_counter()
-        with rank_file(out_dir, info.rank).open("a", encoding="utf-8") as log_file:
+        with rank_file(out_dir, info.rank).open("a", encoding="utf-8") as log_file, \
+                progress("generate", len(todo), unit="images", enabled=info.is_main) as shown:
             for b in range(0, len(todo), options.batch_size):
                 batch = todo[b:b + options.batch_size]
                 # One CPU generator per image: an image depends on its own seed only, not on the batch.
@@ -329,9 +329,7 @@ def _generate_claimed(model_dir, shards_dir, out_dir: Path, options: GenerateOpt
                 log_file.flush()
                 os.fsync(log_file.fileno())
                 summary["generated"] += len(batch)
-                if info.is_main:
-                    log.info("%d/%d images (%.2f images/s)", summary["generated"], len(todo),
-                             summary["generated"] / (time.perf_counter() - start))
+                shown.advance(len(batch))
     summary["merged"] = merge_prompt_files(out_dir, jobs)
     summary["complete"] = summary["merged"] == len(jobs)
     return summary

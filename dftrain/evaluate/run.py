@@ -16,7 +16,7 @@ OUT/matches.jsonl, OUT/report.json, OUT/report.md and two PNGs.
 from __future__ import annotations
 
 import logging
-import sys
+import os
 import tempfile
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -110,12 +110,11 @@ def _store_root(options: EvaluateOptions):
 
 @contextmanager
 def _progress(description: str, total: int | None):
-    """A rich progress bar (on a terminal) fed by a callback taking the number of images done."""
-    from rich.progress import Progress
+    """The progress display (dftrain/progress.py), fed by a callback taking the number of images done."""
+    from dftrain.progress import progress
 
-    with Progress(transient=True, disable=not sys.stderr.isatty()) as bar:
-        task = bar.add_task(description, total=total)
-        yield lambda n: bar.advance(task, n)
+    with progress(f"evaluate ({description})", total, unit="images") as shown:
+        yield shown.advance
 
 
 def _rank(options: EvaluateOptions):
@@ -146,8 +145,6 @@ def _plans(descriptor, positions: list[np.ndarray], options: EvaluateOptions, ro
     """What to compute per training shard: the copy descriptor on every image, and on the reference
     sample only (`positions`), the Inception features (with --inception) and the embedded descriptor
     (--fd-embedded)."""
-    import os
-
     plans = {"copy": Plan(descriptor, root)}
     inception = options.inception or os.environ.get("DFTRAIN_INCEPTION")
     if inception:

@@ -7,7 +7,6 @@ fallback.py  deterministic rule-based generalizer (the last step before original
 generalizer.py the fallback chain over a batch of unique captions
 stage.py     the shard stage: one output shard per input shard, resumable, split by rank
 receipts.py  per-shard receipts (what makes a shard "finished") and the output manifest
-progress.py  the progress bar (captions/s, ETA)
 embedded.py  GGUF -> cached safetensors folder for the embedded model
 
 Heavy libraries (torch, transformers, vllm) are imported inside functions.

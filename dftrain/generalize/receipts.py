@@ -50,7 +50,7 @@ def read_receipt(out_dir: Path, shard_name: str) -> dict | None:
 
 
 def write_receipt(out_dir: Path, shard_name: str, data: dict) -> None:
-    from dftrain.shards.manifest import atomic_write_bytes
+    from dftrain.files import atomic_write_bytes
 
     path = receipt_path(out_dir, shard_name)
     path.parent.mkdir(parents=True, exist_ok=True)

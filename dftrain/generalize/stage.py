@@ -41,7 +41,6 @@ from typing import Any
 
 from dftrain.errors import ConfigError, DftrainError
 from dftrain.generalize.generalizer import Generalizer
-from dftrain.generalize.progress import progress_bar
 from dftrain.generalize.receipts import (
     RECEIPT_DIR,
     finalize,
@@ -52,6 +51,7 @@ from dftrain.generalize.receipts import (
     work_key,
     write_receipt,
 )
+from dftrain.progress import progress as show_progress
 
 log = logging.getLogger("dftrain.generalize")
 
@@ -255,10 +255,11 @@ def _run_claimed(in_dir: Path, out_dir: Path, mine: list, *, settings: StageSett
         generalizer = make_generalizer()
         llm = {"backend": generalizer.backend.name, "model": generalizer.backend.model_id,
                "prompt_hash": settings.prompt_hash}
-        with progress_bar(progress and rank == 0, sum(s.samples for s in todo)) as advance:
+        with show_progress("generalize", sum(s.samples for s in todo), unit="captions",
+                           enabled=progress and rank == 0) as shown:
             for s in todo:
                 receipt = generalize_shard(in_dir / s.name, out_dir / s.name, generalizer, llm=llm, scorer=scorer,
-                                           strict=strict, on_samples=advance)
+                                           strict=strict, on_samples=shown.advance)
                 receipt.update({"settings": settings.to_dict(), "key": keys[s.name], "rank": rank,
                                 "world_size": world_size})
                 write_receipt(out_dir, s.name, receipt)

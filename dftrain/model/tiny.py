@@ -21,7 +21,6 @@ import time
 from collections.abc import Iterable
 from pathlib import Path
 
-import numpy as np
 from PIL import Image
 
 from dftrain.errors import ConfigError
@@ -37,28 +36,6 @@ log = logging.getLogger("dftrain.model")
 
 DEFAULT_VAE_STEPS = 1000
 MARKER_NAME = "dftrain_model.json"  # written into every folder this module builds
-
-
-def caption_corpus(seed: int, n: int = 3000) -> list[str]:
-    """Synthetic-style captions (without drawing images) to learn the tokenizer's merges from."""
-    from dftrain.synthetic.captions import specific_caption
-    from dftrain.synthetic.palette import NAMED_COLOURS
-    from dftrain.synthetic.shapes import SHAPES
-
-    rng = np.random.default_rng([seed, 77])
-    colours, shapes = list(NAMED_COLOURS), list(SHAPES)
-    styles = ["gradient", "striped", "checkered", "textured", "glowing", "plain"]
-    captions = []
-    for _ in range(n):
-        visible = {
-            "colour": colours[int(rng.integers(len(colours)))],
-            "shape": shapes[int(rng.integers(len(shapes)))],
-            "colour2": colours[int(rng.integers(len(colours)))],
-            "shape2": shapes[int(rng.integers(len(shapes)))],
-            "bg": styles[int(rng.integers(len(styles)))],
-        }
-        captions.append(specific_caption(rng, visible))
-    return captions
 
 
 def _check_out_dir(out_dir: Path) -> None:
@@ -147,7 +124,7 @@ def _build_into(staging: Path, *, images, captions, seed: int, resolution: int, 
 
     from dftrain.model.tokenizer import build_tokenizer
     from dftrain.model.vae_cache import load_or_fit_tiny_vae
-    from dftrain.synthetic import OBJECT_CLASS_NAMES
+    from dftrain.synthetic import OBJECT_CLASS_NAMES, caption_corpus
 
     corpus = caption_corpus(seed) + list(captions or [])
     build_tokenizer(staging / "tokenizer-src", corpus, extra_words=OBJECT_CLASS_NAMES, vocab_size=vocab_size)

@@ -65,8 +65,3 @@ def load_pipeline(name: str | None = None, keep_parser: bool = False):
             f"spaCy model {model!r} lacks a tagger/morphologizer or NER (has {nlp.pipe_names}). {MODEL_HINT}"
         )
     return nlp
-
-
-def model_description(nlp) -> str:
-    meta = nlp.meta
-    return f"{meta.get('lang', '?')}_{meta.get('name', '?')}-{meta.get('version', '?')}"

@@ -22,13 +22,13 @@ import json
 import logging
 import os
 import shutil
-import tempfile
 import warnings
 from dataclasses import asdict, dataclass
 from functools import lru_cache
 from pathlib import Path
 
 from dftrain.errors import MissingDependencyError
+from dftrain.files import atomic_path, atomic_write_text
 from dftrain.paths import cache_dir
 
 log = logging.getLogger("dftrain.score")
@@ -95,30 +95,6 @@ def _nltk_data_root_from_env() -> Path | None:
     return None
 
 
-def _copy_atomically(src: Path, dst: Path) -> None:
-    # Several worker processes may prepare the root at once: copy to a private
-    # temporary name, then rename, so nobody reads a half-written file.
-    fd, tmp = tempfile.mkstemp(dir=dst.parent, prefix=f".{dst.name}.")
-    os.close(fd)
-    try:
-        shutil.copyfile(src, tmp)
-        os.replace(tmp, dst)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
-def _write_text_atomically(path: Path, text: str) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    try:
-        with os.fdopen(fd, "w", encoding="utf-8") as fh:
-            fh.write(text)
-        os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp):
-            os.unlink(tmp)
-
-
 def prepare_nltk_root(source_dir: Path | None = None, target_root: Path | None = None) -> Path:
     """Return an NLTK data root holding corpora/wordnet, preparing it on first use.
 
@@ -146,10 +122,12 @@ def prepare_nltk_root(source_dir: Path | None = None, target_root: Path | None =
         if dst.is_symlink() or not dst.is_file() or dst.stat().st_size != src.stat().st_size:
             if dst.is_symlink():
                 dst.unlink()
-            _copy_atomically(src, dst)
+            # several worker processes may prepare the root at once: nobody reads a half-written file
+            with atomic_path(dst) as tmp:
+                shutil.copyfile(src, tmp)
     lexnames = corpus / "lexnames"
     if not lexnames.is_file() or lexnames.read_text(encoding="utf-8") != lexnames_text():
-        _write_text_atomically(lexnames, lexnames_text())
+        atomic_write_text(lexnames, lexnames_text())
     return root.resolve()
 
 
@@ -327,5 +305,5 @@ def load_wordnet(root: Path, cache_path: Path | None = None) -> tuple[WordNetSta
     payload = {"version": STATS_VERSION, "fingerprint": key, "stats": asdict(stats), "nouns": table,
                "exceptions": exceptions}  # fmt: skip
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_text_atomically(path, json.dumps(payload, separators=(",", ":")))
+    atomic_write_text(path, json.dumps(payload, separators=(",", ":")))
     return stats, NounLexicon(table, exceptions)

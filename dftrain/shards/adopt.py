@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -69,8 +70,9 @@ def _part_path(folder: Path, rank: int, world_size: int) -> Path:
     return folder / f"{PART_PREFIX}{rank:05d}-of-{world_size:05d}.json"
 
 
-def index_tars(tars: list[Path], kind: str, limits: Limits) -> dict:
-    """One rank's share: a ShardInfo per readable tar, the problems, the img2dataset counts."""
+def index_tars(tars: list[Path], kind: str, limits: Limits, on_tar: Callable[[int], None] | None = None) -> dict:
+    """One rank's share: a ShardInfo per readable tar, the problems, the img2dataset counts.
+    `on_tar(samples found)` after each tar (for a progress display)."""
     require = REQUIRED_FIELDS.get(kind, ())
     part: dict = {"shards": [], "problems": [], "excluded": [], "samples_ok": 0, "img2dataset": {}}
     seen_keys: dict[str, str] = {}  # keys must be unique within a rank's share (readers check per tar)
@@ -80,6 +82,8 @@ def index_tars(tars: list[Path], kind: str, limits: Limits) -> dict:
 
     for tar in tars:
         good, found, damaged = check_shard_samples(tar, None, require, seen_keys, add, limits)
+        if on_tar is not None:
+            on_tar(found)
         if damaged:
             part["excluded"].append(tar.name)
             continue
@@ -118,7 +122,10 @@ def merge_parts(folder: Path, world_size: int, kind: str, command: str, limits: 
 
 
 def adopt(folder: str | os.PathLike, *, kind: str = "train", rank: int = 0, world_size: int = 1,
-          overwrite: bool = False, command: str = "", limits: Limits | None = None) -> AdoptReport:
+          overwrite: bool = False, command: str = "", limits: Limits | None = None,
+          show_progress: bool = False) -> AdoptReport:
+    from dftrain.progress import progress
+
     folder = Path(folder)
     limits = limits or current_limits()
     if not folder.is_dir():
@@ -132,7 +139,14 @@ def adopt(folder: str | os.PathLike, *, kind: str = "train", rank: int = 0, worl
     if not tars:
         raise ShardError(f"no .tar files in {folder}")
     mine = split_for_rank(tars, rank, world_size)
-    part = index_tars(mine, kind, limits)
+    with progress("shard adopt", len(mine), unit="tars", enabled=show_progress and rank == 0) as shown:
+        checked = [0]
+
+        def tar_done(found: int) -> None:
+            checked[0] += found
+            shown.advance(samples=checked[0])
+
+        part = index_tars(mine, kind, limits, on_tar=tar_done)
     atomic_write_bytes(_part_path(folder, rank, world_size), json.dumps(part).encode("utf-8"))
     report = AdoptReport(folder, tars_indexed=len(part["shards"]), samples_ok=part["samples_ok"],
                          problems=part["problems"], excluded=part["excluded"], img2dataset=part["img2dataset"])

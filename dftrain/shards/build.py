@@ -15,7 +15,6 @@ import json
 import logging
 import multiprocessing
 import os
-import time
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
 from concurrent.futures import ProcessPoolExecutor
@@ -35,8 +34,6 @@ log = logging.getLogger("dftrain.shards")
 
 IMAGE_SUFFIXES = {".jpg", ".jpeg", ".png", ".webp", ".bmp", ".gif", ".tif", ".tiff"}
 JPEG_QUALITY = 95
-# Test hook: seconds to sleep per written sample, so a test can kill a build mid-shard.
-SLOW_ENV = "DFTRAIN_SHARD_TEST_SLEEP"
 
 
 @dataclass
@@ -239,11 +236,6 @@ def convert_images(paths: Iterable[Path], workers: int = 1, limits: Limits | Non
             yield result
 
 
-def _sleep_hook() -> Callable[[], None]:
-    delay = float(os.environ.get(SLOW_ENV, "0") or 0)
-    return (lambda: time.sleep(delay)) if delay > 0 else (lambda: None)
-
-
 def _skip(report: BuildReport, strict: bool, key: str, reason: str, detail: str = "") -> None:
     message = f"{key}: {reason}" + (f" ({detail})" if detail else "")
     if strict:
@@ -338,7 +330,6 @@ def build_shards(
         _tick(on_sample)
     matched = {by_name[k] for k in caption_map if k in by_name}
     report.unused_images = len(set(by_name.values()) - matched)
-    sleep = _sleep_hook()
 
     with claim_output(out, "shard build", overwrite=overwrite), \
             ShardWriter(out, samples_per_shard=samples_per_shard, kind="train", command=command) as writer:
@@ -362,7 +353,6 @@ def build_shards(
                 if item.other_keys:
                     meta["other_caption_keys"] = item.other_keys
                 writer.write({"__key__": key, "jpg": data, "txt": item.texts[0], "json": meta})
-                sleep()
             _tick(on_sample)
         writer.manifest.extra = {
             "skipped": dict(report.stats.skipped),
@@ -458,7 +448,6 @@ def build_objects(
     if not per_class:
         raise ConfigError(f"no class folders with images in {root}")
     report = BuildReport(out)
-    sleep = _sleep_hook()
     planned = [(class_id, cls, path) for class_id, (cls, files) in enumerate(per_class) for path in files]
     written_per_class = [0] * len(per_class)
     with claim_output(out, "shard objects", overwrite=overwrite), \
@@ -477,7 +466,6 @@ def build_objects(
                     meta["wnid"] = cls.wnid
                 writer.write({"__key__": key, "jpg": data, "cls": class_id, "json": meta})
                 written_per_class[class_id] += 1
-                sleep()
             _tick(on_sample)
         for class_id, (cls, _) in enumerate(per_class):
             entry: dict[str, Any] = {"class_id": class_id, "class_name": cls.name,

@@ -25,9 +25,17 @@ from collections.abc import Mapping
 from dataclasses import asdict, dataclass, fields
 
 from dftrain.errors import ConfigError
-from dftrain.shards.samples import SampleProblem
 
 ENV_PREFIX = "DFTRAIN_"
+
+
+class SampleProblem(Exception):
+    """A sample cannot be used; `reason` is a short category for counting, the message has details."""
+
+    def __init__(self, reason: str, detail: str = ""):
+        super().__init__(f"{reason}: {detail}" if detail else reason)
+        self.reason = reason
+        self.detail = detail
 
 
 @dataclass(frozen=True)

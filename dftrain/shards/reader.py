@@ -19,7 +19,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from dftrain.distributed import rank_info
+from dftrain.distributed import rank_info, split_for_rank
 from dftrain.shards.limits import Limits, current_limits
 from dftrain.shards.manifest import MANIFEST_NAME, Manifest, ShardError
 from dftrain.shards.samples import SampleProblem, decode_sample, key_problem
@@ -98,11 +98,9 @@ def resolve_shards(source: str | os.PathLike | Iterable[str | os.PathLike]) -> l
 
 def select_shards(shards: Sequence[Any], rank: int, world_size: int, worker: int = 0, num_workers: int = 1) -> list:
     """Shard i -> rank i % world_size; inside the rank, shard j -> worker j % num_workers."""
-    if not 0 <= rank < world_size:
-        raise ValueError(f"invalid rank {rank} of world size {world_size}")
     if not 0 <= worker < num_workers:
         raise ValueError(f"invalid worker {worker} of {num_workers}")
-    return list(shards[rank::world_size][worker::num_workers])
+    return split_for_rank(split_for_rank(shards, rank, world_size), worker, num_workers)
 
 
 def _report(stats: SkipStats, strict: bool, shard: Path, key: str, reason: str, detail: str, count: int = 1) -> None:

@@ -11,20 +11,13 @@ import json
 from collections.abc import Iterable
 from typing import Any
 
+from dftrain.shards.limits import SampleProblem, current_limits
+
 # Entries the reader adds that a writer must not store (so a read sample can be written back).
 READER_ONLY_FIELDS = frozenset({"image"})
 IMAGE_FIELDS = ("jpg", "jpeg", "png", "webp")
 # '.' ends a key in webdataset; '\\' is a Windows separator; control characters corrupt logs and names.
 _FORBIDDEN_KEY_CHARS = frozenset(".\\" + "".join(map(chr, range(32))) + "\x7f")
-
-
-class SampleProblem(Exception):
-    """A sample cannot be used; `reason` is a short category for counting, the message has details."""
-
-    def __init__(self, reason: str, detail: str = ""):
-        super().__init__(f"{reason}: {detail}" if detail else reason)
-        self.reason = reason
-        self.detail = detail
 
 
 def key_problem(key: Any) -> str | None:
@@ -103,11 +96,7 @@ def decode_image(data: bytes, limits=None):
 
 
 def _limits(limits):
-    if limits is not None:
-        return limits
-    from dftrain.shards.limits import current_limits
-
-    return current_limits()
+    return limits if limits is not None else current_limits()
 
 
 def decode_sample(raw: dict[str, Any], *, require: Iterable[str] = ("jpg", "txt"), decode: bool = True,

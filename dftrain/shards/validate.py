@@ -11,8 +11,9 @@ from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from dftrain.files import TMP_SUFFIX
 from dftrain.shards.limits import Limits, current_limits
-from dftrain.shards.manifest import MANIFEST_NAME, TMP_SUFFIX, Manifest, ShardError, sha256_file
+from dftrain.shards.manifest import MANIFEST_NAME, Manifest, ShardError, sha256_file
 from dftrain.shards.samples import SampleProblem, decode_sample, key_problem
 from dftrain.shards.tario import DuplicateKey, RawSample, TarDamage, iter_tar
 

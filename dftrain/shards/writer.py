@@ -18,7 +18,8 @@ from collections.abc import Iterable
 from pathlib import Path
 from typing import Any
 
-from dftrain.shards.manifest import MANIFEST_NAME, TMP_SUFFIX, Manifest, ShardInfo, _fsync_dir
+from dftrain.files import TMP_SUFFIX, fsync_dir
+from dftrain.shards.manifest import MANIFEST_NAME, Manifest, ShardInfo
 from dftrain.shards.samples import encode_sample
 
 log = logging.getLogger("dftrain.shards")
@@ -85,7 +86,7 @@ class _TarShard:
         os.fsync(self._file.fileno())
         self._file.close()
         os.replace(self.tmp_path, self.path)
-        _fsync_dir(self.path.parent)
+        fsync_dir(self.path.parent)
         return ShardInfo(self.path.name, self.samples, self._hashing.digest.hexdigest(), self._hashing.size)
 
     def abort(self) -> None:
@@ -162,7 +163,7 @@ class ShardWriter:
         self.out_dir.mkdir(parents=True, exist_ok=True)
         # The folder stops looking finished before anything in it changes.
         (self.out_dir / MANIFEST_NAME).unlink(missing_ok=True)
-        _fsync_dir(self.out_dir)
+        fsync_dir(self.out_dir)
         remove_leftover_temp_files(self.out_dir)
         self._open = True
 

@@ -11,6 +11,7 @@ its own RNG stream (seed, stream, index), so a sample does not depend on how man
 others were generated before it.
 """
 
+from dftrain.synthetic.captions import caption_corpus
 from dftrain.synthetic.dataset import (
     OBJECT_CLASS_NAMES,
     plan_duplicate_groups,
@@ -25,6 +26,7 @@ from dftrain.synthetic.regime import regime_heldout_samples, regime_train_sample
 
 __all__ = [
     "OBJECT_CLASS_NAMES",
+    "caption_corpus",
     "plan_duplicate_groups",
     "regime_heldout_samples",
     "regime_train_samples",

@@ -120,3 +120,24 @@ def vary_caption(caption: str, rng: np.random.Generator) -> str:
     if choice == 3:
         return f"{caption} - {price_text(rng)}"
     return caption.lower()
+
+
+def caption_corpus(seed: int, n: int = 3000) -> list[str]:
+    """Synthetic-style captions (without drawing images) to learn the tokenizer's merges from."""
+    from dftrain.synthetic.palette import NAMED_COLOURS
+    from dftrain.synthetic.shapes import SHAPES
+
+    rng = np.random.default_rng([seed, 77])
+    colours, shapes = list(NAMED_COLOURS), list(SHAPES)
+    styles = ["gradient", "striped", "checkered", "textured", "glowing", "plain"]
+    captions = []
+    for _ in range(n):
+        visible = {
+            "colour": colours[int(rng.integers(len(colours)))],
+            "shape": shapes[int(rng.integers(len(shapes)))],
+            "colour2": colours[int(rng.integers(len(colours)))],
+            "shape2": shapes[int(rng.integers(len(shapes)))],
+            "bg": styles[int(rng.integers(len(styles)))],
+        }
+        captions.append(specific_caption(rng, visible))
+    return captions

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import io
 import logging
 import os
 from collections.abc import Iterator
@@ -14,6 +13,7 @@ from PIL import Image, ImageDraw
 from dftrain.errors import ConfigError
 from dftrain.synthetic.backgrounds import random_background
 from dftrain.synthetic.captions import specific_caption, vary_caption
+from dftrain.synthetic.encoding import check_size, jpeg_bytes
 from dftrain.synthetic.objects import OBJECT_CLASSES, draw_object
 from dftrain.synthetic.palette import NAMED_COLOURS, jitter, pick_contrasting
 from dftrain.synthetic.shapes import SHAPES
@@ -23,7 +23,6 @@ log = logging.getLogger("dftrain.synthetic")
 # Bump when the drawing or caption code changes what a seed produces.
 GENERATOR_VERSION = 1
 SUPERSAMPLE = 4  # draw at 4x and downsample: anti-aliased edges at 64 px
-JPEG_QUALITY = 90
 OBJECT_CLASS_NAMES = [name for name, _ in OBJECT_CLASSES]
 
 # RNG stream ids, so train images, their copies and objects never share random numbers.
@@ -32,17 +31,6 @@ _STREAM_TRAIN_IMAGE, _STREAM_TRAIN_COPY, _STREAM_OBJECT, _STREAM_PLAN = 1, 2, 3,
 
 def _rng(seed: int, stream: int, *index: int) -> np.random.Generator:
     return np.random.default_rng([int(seed), stream, *(int(i) for i in index)])
-
-
-def _jpeg(image: Image.Image, quality: int = JPEG_QUALITY) -> bytes:
-    buffer = io.BytesIO()
-    image.save(buffer, format="JPEG", quality=quality)
-    return buffer.getvalue()
-
-
-def _check_size(size: int) -> None:
-    if size < 8:
-        raise ConfigError(f"size must be >= 8 pixels, got {size}")
 
 
 # -- training images ---------------------------------------------------------------------------
@@ -108,7 +96,7 @@ def plan_duplicate_groups(n: int, dup_fraction: float, seed: int, copies: tuple[
 def _near_duplicate(image: Image.Image, rng: np.random.Generator) -> bytes:
     """A re-upload: same picture, slightly different brightness and JPEG quality."""
     pixels = np.asarray(image, dtype=np.int16) + int(rng.integers(-6, 7))
-    return _jpeg(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), int(rng.integers(75, 96)))
+    return jpeg_bytes(Image.fromarray(np.clip(pixels, 0, 255).astype(np.uint8)), int(rng.integers(75, 96)))
 
 
 def synthetic_train_samples(n: int = 300, size: int = 64, dup_fraction: float = 0.1, seed: int = 0) -> Iterator[dict]:
@@ -117,7 +105,7 @@ def synthetic_train_samples(n: int = 300, size: int = 64, dup_fraction: float = 
     Copy 0 of a group is the canonical image; other copies are byte-identical or near-identical
     (half each), with captions that sometimes vary slightly, as re-uploads on the web do.
     """
-    _check_size(size)
+    check_size(size)
     counts = plan_duplicate_groups(n, dup_fraction, seed)
     slots = [(group, copy) for group, count in enumerate(counts) for copy in range(count)]
     order = _rng(seed, _STREAM_PLAN, 1).permutation(len(slots))
@@ -129,7 +117,7 @@ def synthetic_train_samples(n: int = 300, size: int = 64, dup_fraction: float = 
         else:
             image_rng = _rng(seed, _STREAM_TRAIN_IMAGE, group)
             image, visible = render_scene(image_rng, size)
-            canonical = _jpeg(image)
+            canonical = jpeg_bytes(image)
             caption = specific_caption(image_rng, visible)
             if counts[group] > 1:
                 cache[group] = (image, canonical, caption)
@@ -174,7 +162,7 @@ def synthetic_object_samples(n_per_class: int = 20, size: int = 64, seed: int = 
 
     Fields: `__key__`, `jpg`, `cls` (class id as text), `json` {key, class_id, class_name}.
     """
-    _check_size(size)
+    check_size(size)
     if n_per_class < 1:
         raise ConfigError(f"n_per_class must be >= 1, got {n_per_class}")
     for instance in range(n_per_class):
@@ -183,7 +171,7 @@ def synthetic_object_samples(n_per_class: int = 20, size: int = 64, seed: int = 
             key = f"{instance * len(OBJECT_CLASS_NAMES) + class_id:09d}"
             yield {
                 "__key__": key,
-                "jpg": _jpeg(image),
+                "jpg": jpeg_bytes(image),
                 "cls": str(class_id),
                 "json": {"key": key, "class_id": class_id, "class_name": class_name},
             }
@@ -285,7 +273,7 @@ def write_regime(
         regime_train_samples,
     )
 
-    _check_size(size)
+    check_size(size)
     check_regime(n, dup_images, dup_factor, heldout)
     out_dir = Path(out_dir)
     if command is None:

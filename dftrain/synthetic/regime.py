@@ -25,6 +25,7 @@ import numpy as np
 
 from dftrain.errors import ConfigError
 from dftrain.synthetic.captions import specific_caption
+from dftrain.synthetic.encoding import check_size, jpeg_bytes
 from dftrain.synthetic.scenes import render_composite_scene
 
 REGIME_VERSION = 1  # bump when a seed's images or captions change
@@ -74,9 +75,7 @@ def _sample(key: str, jpg: bytes, caption: str, size: int, **meta) -> dict:
 def regime_train_samples(n: int = 800, dup_images: int = 20, dup_factor: int = 25, size: int = 32,
                          seed: int = 0) -> Iterator[dict]:
     """Writer-ready training samples: n unique scenes, `dup_images` of them `dup_factor` times each."""
-    from dftrain.synthetic.dataset import _check_size, _jpeg
-
-    _check_size(size)
+    check_size(size)
     check_regime(n, dup_images, dup_factor)
     duplicated = duplicated_groups(n, dup_images, seed)
     copies = [dup_factor if g in duplicated else 1 for g in range(n)]
@@ -86,7 +85,7 @@ def regime_train_samples(n: int = 800, dup_images: int = 20, dup_factor: int = 2
     scenes = {}
     for g in range(n):  # captions are made in group order, so a group's caption never depends on the shuffle
         image, caption, visible = _scene(seed, _STREAM_SCENE, g, size, taken)
-        scenes[g] = (_jpeg(image), caption, visible)
+        scenes[g] = (jpeg_bytes(image), caption, visible)
     for index, slot in enumerate(order):
         group, copy = slots[slot]
         jpg, caption, visible = scenes[group]
@@ -96,11 +95,9 @@ def regime_train_samples(n: int = 800, dup_images: int = 20, dup_factor: int = 2
 
 def regime_heldout_samples(n: int = 200, size: int = 32, seed: int = 0) -> Iterator[dict]:
     """`n` unseen scenes of the same distribution (another RNG stream than every training scene)."""
-    from dftrain.synthetic.dataset import _check_size, _jpeg
-
-    _check_size(size)
+    check_size(size)
     taken: set[str] = set()
     for index in range(n):
         image, caption, visible = _scene(seed, _STREAM_HELDOUT, index, size, taken)
-        yield _sample(f"h{index:08d}", _jpeg(image), caption, size, group=f"heldout-{index}", copy=0, copies=1,
+        yield _sample(f"h{index:08d}", jpeg_bytes(image), caption, size, group=f"heldout-{index}", copy=0, copies=1,
                       duplicated=False, content=visible)

@@ -13,12 +13,12 @@ one `--resume auto` and `dftrain export` use. (DeepSpeed's own `latest` file is 
 from __future__ import annotations
 
 import json
-import os
 import re
 import shutil
 from pathlib import Path
 
 from dftrain.errors import DftrainError
+from dftrain.files import atomic_write_text
 
 POINTER = "latest_complete"
 TAG_PATTERN = re.compile(r"^step(\d{8})$")
@@ -40,14 +40,9 @@ def step_of_tag(tag: str) -> int:
     return int(match.group(1))
 
 
-def write_text_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
-
 
 def mark_complete(ckpt_dir: Path, tag: str) -> None:
-    write_text_atomic(ckpt_dir / POINTER, tag + "\n")
+    atomic_write_text(ckpt_dir / POINTER, tag + "\n")
 
 
 def latest_complete(ckpt_dir: Path) -> str | None:
@@ -84,7 +79,7 @@ def find_resume_point(run_dir: str | Path) -> tuple[Path, str] | None:
 
 
 def write_meta(ckpt_dir: Path, tag: str, meta: dict) -> None:
-    write_text_atomic(ckpt_dir / tag / META_FILE, json.dumps(meta, indent=2, sort_keys=True))
+    atomic_write_text(ckpt_dir / tag / META_FILE, json.dumps(meta, indent=2, sort_keys=True))
 
 
 def read_meta(ckpt_dir: Path, tag: str) -> dict:

@@ -13,6 +13,8 @@ from pathlib import Path
 
 import torch
 
+from dftrain.files import atomic_path
+
 
 def ema_decay_at(step: int, decay: float) -> float:
     """Warm-up of the decay so early averages are not dominated by the initial weights."""
@@ -69,9 +71,8 @@ class LocalEMA:
             "shapes": {n: full_shape(p) for n, p in self.params},
         }
         path.parent.mkdir(parents=True, exist_ok=True)
-        tmp = path.with_suffix(".tmp")
-        save_file({n: t.contiguous() for n, t in self.shadow.items()}, str(tmp), metadata={"dftrain": json.dumps(meta)})
-        tmp.replace(path)
+        with atomic_path(path) as tmp:
+            save_file({n: t.contiguous() for n, t in self.shadow.items()}, str(tmp), metadata={"dftrain": json.dumps(meta)})
 
     def load(self, path: Path) -> None:
         from safetensors.torch import load_file

@@ -32,6 +32,7 @@ import torch
 
 from dftrain.distributed import split_for_rank
 from dftrain.errors import DftrainError
+from dftrain.progress import progress as show_progress
 from dftrain.train.data import LATENTS_FIELD, decode_image, pick_caption, shard_paths
 
 log = logging.getLogger("dftrain.precompute")
@@ -140,8 +141,11 @@ def precompute_folder(
     inputs = shard_paths(source)  # refuses a folder without manifest
     source_manifest = Manifest.load(source)
     input_sha256 = {info.name: info.sha256 for info in source_manifest.shards}
-    with claim_output(out, "precompute", overwrite=overwrite, scope=f"rank{rank}"):
-        mine = split_for_rank(inputs, rank, world_size)
+    mine = split_for_rank(inputs, rank, world_size)
+    sizes = {info.name: info.samples for info in source_manifest.shards}
+    with claim_output(out, "precompute", overwrite=overwrite, scope=f"rank{rank}"), \
+            show_progress("precompute objects" if objects else "precompute", sum(sizes[p.name] for p in mine),
+                          unit="samples", enabled=progress and rank == 0) as shown:
         stats, skipped, written = SkipStats(), [], 0
         for path in mine:
             target = out / path.name
@@ -152,18 +156,17 @@ def precompute_folder(
             if target.is_file() and info_file.is_file():
                 if json.loads(info_file.read_text()).get("made_from") == source_id:
                     log.info("%s already done: skipped", target)
+                    shown.skip(sizes[path.name])
                     continue
                 log.info("%s was made from other input or settings: encoding again", target)
             raw = iter_samples([path], rank=0, world_size=1, decode=False, require=("jpg",) if objects else ("jpg", "txt"), stats=stats)
-            info = write_shard(target, encode_shard_samples(
+            info = write_shard(target, shown.counting(encode_shard_samples(
                 raw, enc, objects=objects, flip=flip and not objects, caption_field=caption_field,
                 batch_size=batch_size, dtype=STORAGE_DTYPES[dtype], skipped=skipped, text_states=text_states,
-            ))
+            )))
             info_file.write_text(json.dumps({"name": info.name, "samples": info.samples, "sha256": info.sha256,
                                              "bytes": info.bytes, "made_from": source_id}))
             written += info.samples
-            if progress:
-                print(f"  {target.name}: {info.samples} samples")
         infos = [out / f".{p.name}.info.json" for p in inputs]
         manifest_written = False
         if all(f.is_file() for f in infos):

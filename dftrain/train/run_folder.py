@@ -20,7 +20,7 @@ from dftrain.train import checkpoint as ckpt
 
 # Options a resumed run may change: how far to go, when to save, what to print and where.
 MAY_CHANGE_ON_RESUME = frozenset({
-    "steps", "resume", "export", "log_every", "tensorboard", "progress", "checkpoint_every",
+    "steps", "resume", "export", "log_every", "log_interval", "tensorboard", "progress", "checkpoint_every",
     "keep_checkpoints", "extra", "out", "overwrite", "allow_changes", "num_workers",
 })
 PATH_OPTIONS = frozenset({"model", "shards", "objects", "deepspeed"})

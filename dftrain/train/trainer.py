@@ -20,6 +20,8 @@ import torch
 
 from dftrain.distributed import all_reduce_numbers
 from dftrain.errors import DftrainError
+from dftrain.files import atomic_write_text
+from dftrain.progress import start_progress
 from dftrain.train import checkpoint as ckpt
 from dftrain.train.config import TrainConfig, summary_lines, validate
 from dftrain.train.environment import (
@@ -101,19 +103,6 @@ class MetricsLog:
             self.tb.close()
 
 
-def _progress(enabled: bool, total: int, start: int):
-    if not enabled:
-        return None
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeRemainingColumn
-
-    progress = Progress(
-        TextColumn("train"), BarColumn(), MofNCompleteColumn(), TextColumn("{task.fields[info]}"), TimeRemainingColumn()
-    )
-    progress.start()
-    progress.add_task("train", total=total, completed=start, info="")
-    return progress
-
-
 class GracefulStop:
     """SIGTERM (SLURM preemption, torchrun shutting down) -> save a checkpoint at the next step, then stop.
 
@@ -151,9 +140,7 @@ def truncate_metrics(path: Path, step: int) -> None:
     if not path.is_file():
         return
     kept = [line for line in path.read_text(encoding="utf-8").splitlines() if line.strip() and json.loads(line)["step"] <= step]
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text("".join(line + "\n" for line in kept), encoding="utf-8")
-    tmp.replace(path)
+    atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
 def rng_state(generator: torch.Generator, rng: random.Random, position) -> dict:
@@ -279,7 +266,8 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
                            stored_text=stored_text)
 
     metrics = MetricsLog(run_dir, is_main, cfg.tensorboard)
-    progress = _progress(is_main and cfg.progress, cfg.steps, state.step)
+    progress = start_progress("train", cfg.steps, unit="steps", enabled=is_main and cfg.progress, done=state.step,
+                              interval=cfg.log_interval)
 
     def save(step: int) -> None:
         tag = ckpt.tag_for_step(step)
@@ -344,9 +332,10 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
                 }
                 metrics.write(record)
                 state.history.append(record)
-                if progress is not None:
-                    progress.update(progress.task_ids[0], completed=state.step, info=f"loss {record['loss']:.4f}")
+                progress.update(state.step, loss=record["loss"])
                 window_loss, window_samples, window_start, window_cpu = 0.0, 0, time.perf_counter(), time.process_time()
+            else:
+                progress.update(state.step)
             if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
                 save_start, save_cpu = time.perf_counter(), time.process_time()
                 save(state.step)
@@ -361,8 +350,7 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
     finally:
         stream.close()
         stop.restore()
-        if progress is not None:
-            progress.stop()
+        progress.close()
         metrics.close()
 
     skipped = stream.stats.total_skipped
