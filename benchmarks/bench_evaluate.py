@@ -14,7 +14,14 @@
    - exact: dftrain's chunked IndexFlatIP (training rows streamed in 65,536-row chunks);
    - ivf: IVF-Flat (100k) / IVF-PQ (1M) with recall@1 against exact.
    Peak memory = peak RSS of the process minus its RSS before the measurement (data included).
-Writes benchmarks/results/evaluate.json (evaluate-full.json with --full).
+3. Store (`--store`, part of the default run): 100k and 1M synthetic 512-d descriptors written as
+   float16 .npy shards of 10,000 rows in dftrain's store layout (a temporary folder, deleted
+   after: 1 GB on disk at 1M), then searched memory-mapped by `evaluate`'s streamed search, exact
+   and IVF-Flat, each in its own process (peak RSS); and the re-evaluation speed-up from the cache:
+   `evaluate` twice on the same small image training set (the second run computes no descriptor).
+   From the measured rates: the projection for 400M training images.
+Writes benchmarks/results/evaluate.json (evaluate-full.json with --full; evaluate-store.json with
+--store alone).
 """
 
 from __future__ import annotations
@@ -40,6 +47,14 @@ def _rss_mb() -> float:
 
 
 def _peak_mb() -> float:
+    """This process's own peak RSS: VmHWM of its memory map. (ru_maxrss of a spawned child also counts
+    the parent's RSS at the fork before its exec: it made the store rows look 200 MB larger at 1M.)"""
+    try:
+        for line in Path("/proc/self/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024  # kB
+    except OSError:
+        pass
     import resource
 
     return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024  # Linux: kilobytes
@@ -185,6 +200,158 @@ def bench_search(nq: int, n: int, dim: int, ivf_params: dict, with_baseline: boo
     return out
 
 
+STORE_DIM = 512  # SSCD's size: the operating point
+STORE_SHARD_ROWS = 10_000  # one training shard's descriptors
+
+
+def write_store(folder: Path, n: int, dim: int, seed: int = 0) -> dict:
+    """The synthetic rows of train_chunks(n, dim) as store entries of STORE_SHARD_ROWS rows (float16)."""
+    from dftrain.evaluate.store import save_entry
+
+    start = time.perf_counter()
+    rows = np.concatenate(list(train_chunks(n, dim, seed))) if n <= CHUNK else None
+    stems, written = [], 0
+    pending = []
+    for chunk in ([rows] if rows is not None else train_chunks(n, dim, seed)):
+        pending.append(chunk.astype(np.float16))
+        block = np.concatenate(pending)
+        while len(block) >= STORE_SHARD_ROWS or (written + len(block) == n and len(block)):
+            part, block = block[:STORE_SHARD_ROWS], block[STORE_SHARD_ROWS:]
+            stem = folder / f"{len(stems):06d}"
+            ids = np.stack([np.arange(written, written + len(part))] * 2 + [np.arange(len(part))], axis=1)
+            save_entry(stem, part, [str(i) for i in range(written, written + len(part))], ids, {"shard": stem.name})
+            stems.append(stem)
+            written += len(part)
+        pending = [block]
+    size = sum(f.stat().st_size for f in folder.iterdir())
+    return {"rows": written, "entries": len(stems), "bytes_on_disk": size, "write_s": time.perf_counter() - start}
+
+
+def _measure_store(method: str, folder: str, nq: int, n: int, dim: int, params: dict, out) -> None:
+    """Child process: evaluate's streamed search over the memory-mapped store; time, peak RSS, top-1 ids."""
+    import faiss
+
+    from dftrain.evaluate.retrieval import IVFIndex, IVFParams, nearest_streamed, random_rows
+    from dftrain.evaluate.store import TrainSet
+
+    faiss.omp_set_num_threads(int(os.environ.get("OMP_NUM_THREADS", "1")))
+    # Made by the parent: generating them here would set this process's peak RSS before the search.
+    q = np.load(Path(folder) / "queries.npy")
+    train = TrainSet(sorted(p.with_name(p.name[:-5]) for p in Path(folder).glob("*[0-9].json")))
+    before = _rss_mb()
+    start = time.perf_counter()
+    info = {}
+    if method == "exact":
+        result = nearest_streamed(q, train.chunks, len(train), lambda size: None, method="exact")
+    else:  # ivf_search_streamed's steps, timed apart: training, filling (streamed), searching
+        index = IVFIndex(dim, len(train), IVFParams(**params))
+        index.train(train.gather(random_rows(len(train), index.train_size, 0)))
+        info["train_s"] = time.perf_counter() - start
+        for chunk in train.chunks():
+            index.add(chunk)
+        info["build_s"] = time.perf_counter() - start
+        search = time.perf_counter()
+        result = index.search(q)
+        info["search_s"] = time.perf_counter() - search
+    info.update({"seconds": time.perf_counter() - start, "peak_mb": _peak_mb() - before, "rss_before_mb": before})
+    out.send((info, result.ids[:, 0]))
+
+
+def _run_store(method, folder, nq, n, dim, params=None):
+    ctx = mp.get_context("spawn")
+    recv, send = ctx.Pipe(duplex=False)
+    proc = ctx.Process(target=_measure_store, args=(method, str(folder), nq, n, dim, params or {}, send))
+    proc.start()
+    info, ids = recv.recv()
+    proc.join()
+    return info, ids
+
+
+def bench_store_search(sizes=(100_000, 1_000_000), nq: int = 2_000, dim: int = STORE_DIM,
+                       ivf: dict | None = None) -> list[dict]:
+    """Exact and IVF-Flat search over memory-mapped float16 shards, 100k vs 1M, in a temporary folder."""
+    import shutil
+    import tempfile
+
+    rows = []
+    with tempfile.TemporaryDirectory(prefix="dftrain-bench-store-") as tmp:
+        for n in sizes:
+            folder = Path(tmp) / f"n{n}"
+            folder.mkdir()
+            row = {"train": n, "queries": nq, "dim": dim, "store": write_store(folder, n, dim)}
+            np.save(folder / "queries.npy", queries(nq, n, dim, 0))
+            print(json.dumps(row["store"]), flush=True)
+            exact, exact_ids = _run_store("exact", folder, nq, n, dim)
+            exact["query_rows_per_s"] = nq * n / exact["seconds"]
+            row["exact"] = exact
+            # IVF-Flat at about 1,000-2,000 rows per cell (the 100k/1M settings of the search benchmark above).
+            params = dict(ivf or ({"nlist": 1024, "nprobe": 4, "train_size": 65_536} if n <= 100_000 else
+                                  {"nlist": 2048, "nprobe": 2, "train_size": 131_072}))
+            approx, approx_ids = _run_store("ivf", folder, nq, n, dim, params)
+            half = nq // 2
+            approx.update({"params": params, "recall_at_1": float((approx_ids == exact_ids).mean()),
+                           "recall_at_1_copies": float((approx_ids[:half] == exact_ids[:half]).mean()),
+                           "search_speedup_vs_exact": exact["seconds"] / approx["search_s"]})
+            row["ivf"] = approx
+            print(json.dumps(row), flush=True)
+            rows.append(row)
+            shutil.rmtree(folder)
+    return rows
+
+
+def bench_cache(n_train: int = 5_000, n_gen: int = 50, samples_per_shard: int = 100) -> dict:
+    """`evaluate` twice on one training set: the second run reuses every training descriptor."""
+    import io
+    import logging
+    import tempfile
+
+    from dftrain.evaluate.calibrate import scenes
+    from dftrain.evaluate.run import EvaluateOptions, evaluate
+    from dftrain.shards import ShardWriter
+
+    logging.getLogger("dftrain").setLevel(logging.ERROR)
+    with tempfile.TemporaryDirectory(prefix="dftrain-bench-cache-") as tmp:
+        tmp = Path(tmp)
+        with ShardWriter(tmp / "train", samples_per_shard=samples_per_shard, kind="train") as writer:
+            for i, img in enumerate(scenes(n_train, seed=5)):
+                buf = io.BytesIO()
+                img.save(buf, format="JPEG", quality=90)
+                writer.write({"__key__": f"{i:06d}", "jpg": buf.getvalue(), "txt": "c", "json": {"caption": "c"}})
+        (tmp / "gen").mkdir()
+        for i, img in enumerate(scenes(n_gen, seed=6)):
+            img.save(tmp / "gen" / f"{i:04d}.png")
+        runs = []
+        for attempt in range(2):
+            start = time.perf_counter()
+            report = evaluate(tmp / "gen", tmp / "train", tmp / f"out{attempt}",
+                              EvaluateOptions(cache_dir=tmp / "cache", reference_n=500))
+            runs.append({"seconds": time.perf_counter() - start, "cache": report["cache"]})
+    first, second = runs
+    return {"n_train": n_train, "n_generations": n_gen, "first": first, "second": second,
+            "speedup": first["seconds"] / second["seconds"],
+            "train_images_per_s_first": n_train / first["seconds"]}
+
+
+def project_400m(search: list[dict], cache: dict | None, descriptor: dict | None, n: int = 400_000_000,
+                 dim: int = STORE_DIM, n_queries: int = 20_000) -> dict:
+    """Time and memory for `n` training images from the measured rates (one process, this machine)."""
+    big = max(search, key=lambda r: r["train"])
+    rate = big["exact"]["query_rows_per_s"]
+    out = {
+        "train_images": n, "queries": n_queries, "dim": dim,
+        "descriptor_files_gb": n * dim * 2 / 1e9, "id_files_gb": n * 24 / 1e9,
+        "exact_search_hours_one_core": n_queries * n / rate / 3600,
+        "exact_search_peak_mb": big["exact"]["peak_mb"],  # bounded by the chunk: as measured at 1M
+        "ivf_flat_index_gb": n * (dim * 4 + 8) / 1e9,
+        "ivf_pq64_index_gb": n * (64 + 8) / 1e9,
+    }
+    if descriptor:
+        out["embedded_descriptor_core_hours"] = n / descriptor["images_per_s_96px"] / 3600
+    if cache:
+        out["cache"] = "the second evaluation reads the descriptor files instead of decoding and embedding images"
+    return out
+
+
 def bench_descriptor(n: int) -> dict:
     from PIL import Image
 
@@ -260,6 +427,22 @@ def separation_table(separation: dict) -> str:
     return "\n".join(lines)
 
 
+def main_store(quick: bool = False) -> dict:
+    """The store benchmark alone (--store): memory-mapped search at 100k and 1M, cache, projection."""
+    results: dict = {"quick": quick, "omp_threads": os.environ.get("OMP_NUM_THREADS", "unset")}
+    results["descriptor"] = bench_descriptor(64)
+    results["cache"] = bench_cache(300 if quick else 5_000)
+    print(json.dumps(results["cache"]), flush=True)
+    sizes = (20_000, 100_000) if quick else (100_000, 1_000_000)
+    results["store_search"] = bench_store_search(sizes, nq=500 if quick else 2_000)
+    results["projection_400m"] = project_400m(results["store_search"], results["cache"], results["descriptor"])
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    (RESULTS / ("evaluate-store-quick.json" if quick else "evaluate-store.json")).write_text(
+        json.dumps(results, indent=2) + "\n")
+    print(json.dumps(results, indent=2))
+    return results
+
+
 def main(quick: bool = False, full: bool = False) -> dict:
     from dftrain.evaluate.descriptors import EmbeddedDescriptor
 
@@ -287,4 +470,7 @@ def main(quick: bool = False, full: bool = False) -> dict:
 
 
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv, full="--full" in sys.argv)
+    if "--store" in sys.argv:
+        main_store(quick="--quick" in sys.argv)
+    else:
+        main(quick="--quick" in sys.argv, full="--full" in sys.argv)

@@ -40,7 +40,8 @@ def brute_force(tmp):
     train = [(s["__key__"], decode_image(s["jpg"])) for s in iter_samples(tmp / "train", decode=False, require=("jpg",))]
     rows = [json.loads(line) for line in (tmp / "gen" / "prompts.jsonl").read_text().splitlines()]
     gen = d.embed([decode_image((tmp / "gen" / r["file"]).read_bytes()) for r in rows])
-    tr = d.embed([im for _, im in train])
+    # Training descriptors are stored as float16 per shard (dftrain.evaluate.store): compare at that precision.
+    tr = d.embed([im for _, im in train]).astype(np.float16).astype(np.float32)
     return [k for k, _ in train], tr, rows, gen
 
 
@@ -93,22 +94,32 @@ def test_planted_copies_found_unrelated_not(planted):
 
 
 def test_cache_reused_and_invalidated_when_an_image_changes(tmp_path):
+    """Training descriptors are cached per shard, keyed by its sha256: a changed image recomputes its shard."""
     train_imgs = scene_images(10, seed=3)
-    write_train_shards(tmp_path / "train", train_imgs, samples_per_shard=4)
+    write_train_shards(tmp_path / "train", train_imgs, samples_per_shard=4)  # shards of 4, 4, 2
     write_generations(tmp_path / "gen", scene_images(3, seed=4), [None] * 3)
     opts = EvaluateOptions(cache_dir=tmp_path / "cache")
     first = evaluate(tmp_path / "gen", tmp_path / "train", tmp_path / "out", opts)["cache"]
-    assert first == {"train_reused": 0, "train_computed": 10, "gen_reused": 0, "gen_computed": 3}
+    assert first == {"train_reused": 0, "train_computed": 10, "train_shards_reused": 0, "train_shards_computed": 3,
+                     "gen_reused": 0, "gen_computed": 3}
     again = evaluate(tmp_path / "gen", tmp_path / "train", tmp_path / "out", opts)
-    assert again["cache"] == {"train_reused": 10, "train_computed": 0, "gen_reused": 3, "gen_computed": 0}
-    train_imgs[7] = scene_images(1, seed=77)[0]  # one training image changes
+    assert again["cache"] == {"train_reused": 10, "train_computed": 0, "train_shards_reused": 3,
+                              "train_shards_computed": 0, "gen_reused": 3, "gen_computed": 0}
+    train_imgs[7] = scene_images(1, seed=77)[0]  # one training image changes (the second shard)
     write_train_shards(tmp_path / "train", train_imgs, samples_per_shard=4)
     scene_images(1, seed=78)[0].save(tmp_path / "gen" / "000001.png")  # and one generation
     changed = evaluate(tmp_path / "gen", tmp_path / "train", tmp_path / "out", opts)
-    assert changed["cache"] == {"train_reused": 9, "train_computed": 1, "gen_reused": 2, "gen_computed": 1}
+    assert changed["cache"] == {"train_reused": 6, "train_computed": 4, "train_shards_reused": 2,
+                                "train_shards_computed": 1, "gen_reused": 2, "gen_computed": 1}
     fresh = evaluate(tmp_path / "gen", tmp_path / "train", tmp_path / "out2", EvaluateOptions(use_cache=False))
     for key in ("sim_mean", "sim_p95", "bg_sim_mean", "fd_embedded"):
         assert changed[key] == pytest.approx(fresh[key], abs=1e-6)
+    # The cache is keyed by content, not by place: a copy of the training folder elsewhere reuses it.
+    import shutil
+
+    shutil.copytree(tmp_path / "train", tmp_path / "moved")
+    moved = evaluate(tmp_path / "gen", tmp_path / "moved", tmp_path / "out3", opts)
+    assert moved["cache"]["train_computed"] == 0 and moved["cache"]["train_reused"] == 10
 
 
 class _TinyFeatures(torch.nn.Module):

@@ -2,7 +2,8 @@
 
 generate.py     images from a pipeline folder, prompted with the ORIGINAL training captions
 descriptors.py  copy-detection descriptors (embedded, sscd, dino, clip) behind one interface
-cache.py        descriptor cache per image set (safetensors + json, keyed by image hashes)
+cache.py        descriptor cache of the generations (safetensors + json, keyed by image hashes)
+store.py        training descriptors per shard on disk (float16 .npy, memory-mapped), keyed by content
 retrieval.py    FAISS nearest-neighbour search in bounded memory (exact and IVF)
 metrics.py      pure numpy metrics (similarity summaries, diversity, Frechet distance)
 fid.py          FID over a local Inception TorchScript file

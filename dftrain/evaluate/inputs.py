@@ -138,23 +138,27 @@ def original_caption(sample: dict) -> str | None:
     return txt if isinstance(txt, str) and txt.strip() else None
 
 
-def iter_train_samples(train_dir: str | Path, *, require: tuple[str, ...] = ("jpg",), stats=None) -> Iterator[dict]:
-    """Raw (undecoded) training samples, in shard order; bad samples are counted in `stats` and logged."""
+def iter_train_samples(train_dir: str | Path | list[Path], *, require: tuple[str, ...] = ("jpg",),
+                       stats=None) -> Iterator[dict]:
+    """Raw (undecoded) training samples, in shard order; bad samples are counted in `stats` and logged.
+
+    `train_dir`: a shard folder, or a list of tars inside shard folders."""
     from dftrain.shards import iter_samples
 
-    train_dir = Path(train_dir)
-    if not train_dir.exists():
-        raise DftrainError(f"training shards folder {train_dir} does not exist")
+    if not isinstance(train_dir, list):
+        train_dir = Path(train_dir)
+        if not train_dir.exists():
+            raise DftrainError(f"training shards folder {train_dir} does not exist")
     yield from iter_samples(train_dir, decode=False, require=require, stats=stats, rank=0, world_size=1)
 
 
-def iter_train_bytes(train_dir: str | Path, stats=None) -> Iterator[tuple[str, bytes]]:
+def iter_train_bytes(train_dir: str | Path | list[Path], stats=None) -> Iterator[tuple[str, bytes]]:
     for sample in iter_train_samples(train_dir, stats=stats):
         yield sample["__key__"], sample["jpg"]
 
 
-def read_train_images(train_dir: str | Path, keys: set[str]) -> dict[str, Image.Image]:
-    """Decode the training images with the given keys (one pass over the shards)."""
+def read_train_images(train_dir: str | Path | list[Path], keys: set[str]) -> dict[str, Image.Image]:
+    """Decode the training images with the given keys (one pass over the shards, or the tars given)."""
     found: dict[str, Image.Image] = {}
     if not keys:
         return found

@@ -142,7 +142,8 @@ def group_sizes(group_of: Mapping[str, Hashable]) -> dict[Hashable, int]:
 
 
 def own_group_match(best_keys: Sequence[str | None], own_keys: Sequence[str | None],
-                    group_of: Mapping[str, Hashable]) -> dict:
+                    group_of: Mapping[str, Hashable], sizes: Mapping[Hashable, int] | None = None,
+                    n_train: int | None = None) -> dict:
     """Duplicate-aware own-caption match: the nearest training image of a generation is (a copy of)
     the image whose caption prompted it.
 
@@ -150,8 +151,11 @@ def own_group_match(best_keys: Sequence[str | None], own_keys: Sequence[str | No
     keys are compared by duplicate group. `chance` is the rate a random nearest neighbour would get:
     the mean over generations of (copies of the prompt's image) / (training images).
     Returns {"rate", "chance", "n"} (None rates when no generation has a known own key).
+    `group_of` may hold only the keys involved when `sizes` (training images per group, for the own
+    keys' groups) and `n_train` are given: a training set too large for a full mapping.
     """
-    sizes, n_train = group_sizes(group_of), len(group_of)
+    sizes = group_sizes(group_of) if sizes is None else sizes
+    n_train = len(group_of) if n_train is None else n_train
     hits, chance, counted = 0, 0.0, 0
     for best, own in zip(best_keys, own_keys, strict=True):
         if own is None or own not in group_of:
@@ -165,22 +169,23 @@ def own_group_match(best_keys: Sequence[str | None], own_keys: Sequence[str | No
 
 
 def duplicate_split(best_sims: np.ndarray, best_keys: Sequence[str | None], own_keys: Sequence[str | None],
-                    group_of: Mapping[str, Hashable], threshold: float) -> dict[str, dict]:
+                    group_of: Mapping[str, Hashable], threshold: float, sizes: Mapping[Hashable, int] | None = None,
+                    n_train: int | None = None) -> dict[str, dict]:
     """The replication figures separately for generations prompted by a duplicated training image
     (its group has more than one copy) and by a unique one, as the prior study plots them.
 
     Generations whose own key is unknown are left out. Per subset: n, sim_mean, sim_p95,
     frac_above_0_5, frac_above_threshold and the duplicate-aware own match (None figures for an
-    empty subset).
+    empty subset). `sizes` / `n_train`: as for own_group_match.
     """
     sims = np.asarray(best_sims, dtype=np.float64)
-    sizes = group_sizes(group_of)
+    sizes = group_sizes(group_of) if sizes is None else sizes
     out = {}
     for name, wanted in (("duplicated", True), ("unique", False)):
         rows = [i for i, own in enumerate(own_keys)
                 if own in group_of and (sizes[group_of[own]] > 1) == wanted]
         subset = sims[rows]
-        own = own_group_match([best_keys[i] for i in rows], [own_keys[i] for i in rows], group_of)
+        own = own_group_match([best_keys[i] for i in rows], [own_keys[i] for i in rows], group_of, sizes, n_train)
         out[name] = {
             "n": len(rows),
             "sim_mean": float(subset.mean()) if rows else None,

@@ -10,7 +10,7 @@ on very large training sets; measure its recall with metrics.recall_at_1.
 
 from __future__ import annotations
 
-from collections.abc import Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator
 from dataclasses import dataclass
 
 import numpy as np
@@ -115,10 +115,12 @@ def exact_search(queries: np.ndarray, train_chunks: Iterable[np.ndarray] | np.nd
         _check_dim(queries, chunk)
         if len(chunk) == 0:
             continue
+        rows = len(chunk)
         index = faiss.IndexFlatIP(chunk.shape[1])
         index.add(chunk)
+        del chunk  # the index holds a copy: let the next chunk take this one's memory, not add to it
         index = _maybe_gpu(index, use_gpu)
-        kk = min(k + extra, len(chunk))
+        kk = min(k + extra, rows)
         for start in range(0, nq, query_chunk):
             stop = min(start + query_chunk, nq)
             sims, ids = index.search(queries[start:stop], kk)
@@ -128,7 +130,7 @@ def exact_search(queries: np.ndarray, train_chunks: Iterable[np.ndarray] | np.nd
                 sims = np.where(ids == exclude_ids[start:stop, None], -np.inf, sims).astype(np.float32)
             best_sims[start:stop], best_ids[start:stop] = merge_topk(
                 best_sims[start:stop], best_ids[start:stop], sims, ids, k)
-        offset += len(chunk)
+        offset += rows
         del index
     if offset == 0:
         raise DftrainError("the training descriptor set is empty")
@@ -162,7 +164,8 @@ class IVFIndex:
         self.train_size = self.params.train_size or 64 * self.nlist
         self._pending: list[np.ndarray] = []
 
-    def _build(self, sample: np.ndarray) -> None:
+    def train(self, sample: np.ndarray) -> None:
+        """Train the coarse quantiser (and PQ codebooks) on `sample`; rows added later are only assigned."""
         faiss = _faiss()
         quantizer = faiss.IndexFlatIP(self.dim)
         if self.params.pq_m:
@@ -196,7 +199,7 @@ class IVFIndex:
     def _flush(self) -> None:
         if self.index is None and self._pending:
             rows = np.concatenate(self._pending)
-            self._build(rows[: self.train_size])
+            self.train(rows[: self.train_size])
             self.index.add(rows)
             self.ntotal += len(rows)
         self._pending = []
@@ -229,14 +232,44 @@ def ivf_search(queries: np.ndarray, train: np.ndarray, *, k: int = 1, exclude_id
                params: IVFParams | None = None, train_chunk: int = DEFAULT_TRAIN_CHUNK,
                use_gpu: bool | None = None, seed: int = 0) -> SearchResult:
     """Build an IVF index over `train` (added in chunks, trained on a random sample) and search."""
-    index = IVFIndex(train.shape[1], len(train), params, use_gpu)
-    # Train on a random sample (the set may be ordered), then add every row in chunks.
-    rng = np.random.default_rng(seed)
-    sample = train[np.sort(rng.choice(len(train), size=min(index.train_size, len(train)), replace=False))]
-    index._build(_as_queries(sample))
-    for chunk in iter_chunks(train, train_chunk):
+    return ivf_search_streamed(queries, lambda: iter_chunks(train, train_chunk), len(train),
+                               lambda size: train[random_rows(len(train), size, seed)], k=k,
+                               exclude_ids=exclude_ids, params=params, use_gpu=use_gpu)
+
+
+def random_rows(n: int, size: int, seed: int) -> np.ndarray:
+    """A seeded, sorted sample of min(size, n) row numbers out of n."""
+    return np.sort(np.random.default_rng(seed).choice(n, size=min(size, n), replace=False))
+
+
+def ivf_search_streamed(queries: np.ndarray, chunks: Callable[[], Iterable[np.ndarray]], n: int,
+                        sample: Callable[[int], np.ndarray], *, k: int = 1,
+                        exclude_ids: np.ndarray | None = None, params: IVFParams | None = None,
+                        use_gpu: bool | None = None) -> SearchResult:
+    """IVF over a training set read as chunks: trained on `sample(train_size)` rows (a random sample:
+    the set may be ordered), then filled chunk by chunk. Memory: the index and one chunk."""
+    queries = _as_queries(queries)
+    index = IVFIndex(queries.shape[1], n, params, use_gpu)
+    index.train(_as_queries(sample(index.train_size)))
+    for chunk in chunks():
         index.add(chunk)
     return index.search(queries, k=k, exclude_ids=exclude_ids)
+
+
+def nearest_streamed(queries: np.ndarray, chunks: Callable[[], Iterable[np.ndarray]], n: int,
+                     sample: Callable[[int], np.ndarray], *, method: str = "exact", k: int = 1,
+                     exclude_ids: np.ndarray | None = None, ivf: IVFParams | None = None,
+                     use_gpu: bool | None = None) -> SearchResult:
+    """`nearest` over a training set that is never in memory: `chunks()` yields its rows in order
+    (e.g. memory-mapped shards), `sample(size)` returns a random sample of rows for IVF training."""
+    if n == 0:
+        raise DftrainError("the training descriptor set is empty")
+    if method == "exact":
+        return exact_search(queries, chunks(), k=k, exclude_ids=exclude_ids, use_gpu=use_gpu)
+    if method == "ivf":
+        return ivf_search_streamed(queries, chunks, n, sample, k=k, exclude_ids=exclude_ids, params=ivf,
+                                   use_gpu=use_gpu)
+    raise ConfigError(f"unknown search method {method!r}; choose exact or ivf")
 
 
 def nearest(queries: np.ndarray, train: np.ndarray, *, method: str = "exact", k: int = 1,
