@@ -35,6 +35,14 @@ Number = Annotated[float, BeforeValidator(_no_bool)]  # finite: NaN and inf are 
 Switch = Annotated[bool, Strict()]  # true / false only: `word_repeat: 2` is refused, not read as True
 
 
+def _one_or_many(value: Any) -> Any:
+    # `shards: folder` in YAML (or a caller's single path) is a list of one.
+    return [value] if isinstance(value, str) else value
+
+
+PathList = Annotated[list[str], BeforeValidator(_one_or_many)]  # a repeatable option (`--shards A --shards B`)
+
+
 class Options(BaseModel):
     """Base of every stage's option model: unknown keys, NaN and inf are errors; numbers given as text
     (YAML's `1e-3`, an environment value) are read as numbers."""

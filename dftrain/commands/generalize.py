@@ -8,14 +8,14 @@ from pathlib import Path
 
 import typer
 
-from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval
+from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval, shards_option
 
 app = typer.Typer()
 
 
 @app.command("generalize")
 def generalize(
-    shards: Path = typer.Option(..., "--shards", help="Input shard folder (with manifest.json)."),
+    shards: list[Path] = shards_option("Input shards."),
     out: Path = typer.Option(..., "--out", help="Output shard folder (same shard names and keys)."),
     backend: str = typer.Option("embedded", help="embedded (SmolLM2-135M, CPU) | transformers | vllm (GPU)."),
     model: str | None = typer.Option(None, help="Local model folder or .gguf file (vllm: a folder). "

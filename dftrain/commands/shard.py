@@ -128,31 +128,39 @@ def synthetic(
             typer.echo(f"{folder}: {manifest.total_samples} samples in {len(manifest.shards)} shard(s)")
 
 
+FOLDERS_HELP = "Shard folders (with manifest.json), or .txt list files of them (one a line, # comments)."
+
+
 @app.command("validate")
 def validate(
-    folder: Path = typer.Argument(..., help="A shard folder (with manifest.json)."),
+    folders: list[Path] = typer.Argument(..., help=FOLDERS_HELP, metavar="DIR|LIST..."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first problem."),
 ) -> None:
     """Check every tar against the manifest (exists, size, sha256, count) and decode every sample."""
+    from dftrain.shards.inputs import input_folders
     from dftrain.shards.manifest import ShardError
     from dftrain.shards.validate import validate as validate_folder
 
     _setup_logging()
+    failed = 0
     try:
-        report = validate_folder(folder, strict=strict)
+        for folder in input_folders(folders):
+            report = validate_folder(folder, strict=strict)
+            typer.echo(
+                f"{folder}: kind {report.kind or '?'}, shards {report.shards_ok}/{report.shards_expected} ok, "
+                f"samples {report.samples_ok}/{report.samples_expected} ok"
+            )
+            for warning in report.warnings:
+                typer.echo(f"warning: {warning}")
+            for problem in report.problems:
+                typer.echo(f"problem: {problem}")
+            if not report.ok:
+                typer.echo(f"{len(report.problems)} problem(s)")
+                failed += 1
     except ShardError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=1) from None
-    typer.echo(
-        f"{folder}: kind {report.kind or '?'}, shards {report.shards_ok}/{report.shards_expected} ok, "
-        f"samples {report.samples_ok}/{report.samples_expected} ok"
-    )
-    for warning in report.warnings:
-        typer.echo(f"warning: {warning}")
-    for problem in report.problems:
-        typer.echo(f"problem: {problem}")
-    if not report.ok:
-        typer.echo(f"{len(report.problems)} problem(s)")
+    if failed:
         raise typer.Exit(code=1)
     typer.echo("ok")
 
@@ -214,11 +222,21 @@ def _human_bytes(count: int) -> str:
 
 
 @app.command("info")
-def info(folder: Path = typer.Argument(..., help="A shard folder (with manifest.json).")) -> None:
+def info(folders: list[Path] = typer.Argument(..., help=FOLDERS_HELP, metavar="DIR|LIST...")) -> None:
     """Kind, sample and shard counts, size and the command that made a shard folder."""
+    from dftrain.shards.inputs import input_folders, shard_set
     from dftrain.shards.manifest import Manifest
 
-    manifest = Manifest.load(folder)
+    chosen = input_folders(folders)
+    for folder in chosen:
+        _print_info(folder, Manifest.load(folder))
+    if len(chosen) > 1:
+        total = shard_set(chosen)  # refuses repeated shards and mixed kinds, as every stage would
+        typer.echo(f"together: {len(chosen)} folders, {total.total_samples} samples in {len(total.members)} "
+                   f"shards, kind {total.kind}")
+
+
+def _print_info(folder: Path, manifest) -> None:
     typer.echo(f"folder:   {folder}")
     typer.echo(f"kind:     {manifest.kind}")
     typer.echo(f"samples:  {manifest.total_samples}")

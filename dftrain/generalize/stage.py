@@ -44,7 +44,6 @@ from dftrain.generalize.generalizer import Generalizer
 from dftrain.generalize.receipts import (
     RECEIPT_DIR,
     finalize,
-    input_shards,
     model_identity,
     receipt_path,
     shard_is_done,
@@ -225,33 +224,36 @@ def run_stage(in_dir: str | Path, out_dir: str | Path, *, settings: StageSetting
     only when some shard needs work, so a rank whose shards are all done never loads a model.
     """
     from dftrain.outputs import claim_output
+    from dftrain.shards.inputs import shard_set
 
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if in_dir.resolve() == out_dir.resolve():
+    out_dir = Path(out_dir)
+    inputs = shard_set(in_dir)
+    if any(folder.resolve() == out_dir.resolve() for folder in inputs.folders):
         raise ConfigError("--out must differ from --shards (output shards keep the input names)")
-    shards = input_shards(in_dir)
-    mine = [s for i, s in enumerate(shards) if i % world_size == rank]
-    temp_files = [f"{s.name}.tmp" for s in mine] + [f"{RECEIPT_DIR}/.{s.name}.json.*.tmp" for s in mine]
+    shards = inputs.shards
+    mine = [(s, m.path) for i, (s, m) in enumerate(zip(shards, inputs.members, strict=True)) if i % world_size == rank]
+    temp_files = [f"{s.name}.tmp" for s, _ in mine] + [f"{RECEIPT_DIR}/.{s.name}.json.*.tmp" for s, _ in mine]
     with claim_output(out_dir, "generalize", overwrite=overwrite, scope=f"rank{rank}", temp_patterns=temp_files):
-        return _run_claimed(in_dir, out_dir, mine, settings=settings, make_generalizer=make_generalizer,
+        return _run_claimed(inputs, out_dir, mine, settings=settings, make_generalizer=make_generalizer,
                             model_id=model_id, scorer=scorer, rank=rank, world_size=world_size, strict=strict,
                             overwrite=overwrite, command=command, progress=progress)
 
 
-def _run_claimed(in_dir: Path, out_dir: Path, mine: list, *, settings: StageSettings,
+def _run_claimed(in_dir, out_dir: Path, mine: list, *, settings: StageSettings,
                  make_generalizer: Callable[[], Generalizer], model_id: str, scorer, rank: int, world_size: int,
                  strict: bool, overwrite: bool, command: str, progress: bool) -> StageReport:
-    report = StageReport(rank, world_size, assigned=[s.name for s in mine])
+    """`mine`: (ShardInfo under its unique name, input tar) of this rank's shards; `in_dir`: the ShardSet."""
+    report = StageReport(rank, world_size, assigned=[s.name for s, _ in mine])
     if overwrite:
-        for s in mine:
+        for s, _ in mine:
             receipt_path(out_dir, s.name).unlink(missing_ok=True)
-    keys = {s.name: work_key(input_sha256=s.sha256, model=model_id, settings=settings.to_dict()) for s in mine}
+    keys = {s.name: work_key(input_sha256=s.sha256, model=model_id, settings=settings.to_dict()) for s, _ in mine}
     todo = []
-    for s in mine:
+    for s, tar in mine:
         if shard_is_done(out_dir, s.name, keys[s.name]):
             report.skipped_done.append(s.name)
         else:
-            todo.append(s)
+            todo.append((s, tar))
     if report.skipped_done:
         log.info("rank %d: %d shard(s) already generalized, skipped", rank, len(report.skipped_done))
 
@@ -262,10 +264,10 @@ def _run_claimed(in_dir: Path, out_dir: Path, mine: list, *, settings: StageSett
         generalizer = make_generalizer()
         llm = {"backend": generalizer.backend.name, "model": generalizer.backend.model_id,
                "prompt_hash": settings.prompt_hash}
-        with show_progress("generalize", sum(s.samples for s in todo), unit="captions",
+        with show_progress("generalize", sum(s.samples for s, _ in todo), unit="captions",
                            enabled=progress and rank == 0) as shown:
-            for s in todo:
-                receipt = generalize_shard(in_dir / s.name, out_dir / s.name, generalizer, llm=llm, scorer=scorer,
+            for s, tar in todo:
+                receipt = generalize_shard(tar, out_dir / s.name, generalizer, llm=llm, scorer=scorer,
                                            strict=strict, on_samples=shown.advance)
                 receipt.update({"settings": settings.to_dict(), "key": keys[s.name], "rank": rank,
                                 "world_size": world_size})
