@@ -168,6 +168,8 @@ def shard_set(values: str | os.PathLike | Iterable[str | os.PathLike] | ShardSet
             if entry is None:
                 raise ShardError(f"{where}: {path.name} is not listed in {folder / MANIFEST_NAME}")
             picked.append((path, entry, folder, where))
+        elif not path.exists():
+            raise ShardError(f"shard folder not found: {path}")
         else:
             raise ShardError(f"{where}: neither a shard folder nor a .tar file")
     _refuse_repeats(picked)
