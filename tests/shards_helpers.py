@@ -15,13 +15,13 @@ from dftrain.shards import ShardWriter
 # start a second one). The pause is patched in here: library code has no test hook.
 _SLOW_DFTRAIN = """
 import sys, time
-from dftrain.shards.writer import ShardWriter
+from dftrain.shards.writer import _TarShard
 delay, sys.argv = float(sys.argv[1]), ["dftrain", *sys.argv[2:]]
-write = ShardWriter.write
-def slow_write(self, sample):
-    write(self, sample)
+add = _TarShard.add  # every tar writer's per-sample step (ShardWriter and write_shard)
+def slow_add(self, sample):
+    add(self, sample)
     time.sleep(delay)
-ShardWriter.write = slow_write
+_TarShard.add = slow_add
 from dftrain.cli import main
 main()
 """

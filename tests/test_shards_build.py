@@ -76,7 +76,7 @@ def test_build_skips_missing_and_undecodable_images_with_keys(tmp_path, image_di
         "broken": "undecodable image", "ghost": "missing image", "blank": "empty caption"}
     assert Manifest.load(tmp_path / "out").extra["skipped"] == {
         "undecodable image": 1, "missing image": 1, "empty caption": 1}
-    with pytest.raises(ShardError, match="strict mode: blank: empty caption"):
+    with pytest.raises(ShardError, match="strict mode: ghost: missing image"):  # the first in file order
         build_shards(image_dir, captions, tmp_path / "strict", strict=True)
     assert not (tmp_path / "strict" / "manifest.json").exists()
 
@@ -189,8 +189,9 @@ def test_duplicates_in_captions_are_reported_and_kept_once(tmp_path, image_dir):
     report = build_shards(image_dir, captions, tmp_path / "out")
     assert report.duplicates == 3 and report.written == 2  # nested/dog_02 and dog_02 are one image
     by_key = {s["json"]["caption_key"]: s for s in iter_samples(tmp_path / "out", rank=0, world_size=1, decode=False)}
-    assert by_key["dog_02"]["json"]["captions"] == ["A brown dog", "A dog"]
-    assert by_key["dog_02"]["json"]["other_caption_keys"] == ["nested/dog_02"]
+    # The first key in file order names the sample; the later one's captions join it.
+    assert by_key["nested/dog_02"]["json"]["captions"] == ["A dog", "A brown dog"]
+    assert by_key["nested/dog_02"]["json"]["other_caption_keys"] == ["dog_02"]
     assert Manifest.load(tmp_path / "out").extra["duplicates"] == 3
     with pytest.raises(ShardError, match="strict mode: captions key cat_01: key given twice"):
         build_shards(image_dir, captions, tmp_path / "strict", strict=True)
