@@ -263,9 +263,19 @@ class ImageMatcher:
                     return candidate, ""
         return None, "missing image"
 
-    def unused(self) -> int | None:
-        """Images no caption named (index mode only; None where it is not known)."""
-        return len(set(self.by_name.values()) - self.matched) if self.mode == "index" else None
+    def counts(self) -> dict[str, int] | None:
+        """Images in the folder and images this process matched (index mode only; None without a listing)."""
+        if self.mode != "index":
+            return None
+        return {"images": len(set(self.by_name.values())), "matched": len(self.matched)}
+
+
+def images_without_caption(counts: list[dict[str, int] | None]) -> int | None:
+    """Images no caption named, from every rank's counts (exact unless one image file is named in the
+    chunks of two ranks: then it is counted as used by both)."""
+    if not counts or any(c is None for c in counts):
+        return None
+    return max(counts[0]["images"] - sum(c["matched"] for c in counts), 0)
 
 
 def _build_job(files: list[Path], images: Path, samples_per_shard: int, match: str, limits: Limits) -> str:
@@ -343,15 +353,15 @@ def build_shards(
                                 strict=strict, workers=workers, limits=limits, on_sample=on_sample)
             if info is not None:
                 shards.append(asdict(info))
-        report.unused_images = (matcher.unused() or 0) if world_size == 1 else 0
         write_part(out, BUILD_PART_PREFIX, rank, world_size, {
             "job": job, "shards": shards, "skipped": dict(report.stats.skipped), "duplicates": report.duplicates,
-            "captions": entries, "images_without_caption": matcher.unused() if world_size == 1 else None})
+            "captions": entries, "images": matcher.counts()})
     report.written = sum(s["samples"] for s in shards)
     report.shards = len(shards)
     manifest = merge_build_parts(out, world_size, job, command, limits, match)
     report.manifest_written = manifest is not None
     report.waiting_for = [] if manifest else missing_parts(out, BUILD_PART_PREFIX, world_size, job)
+    report.unused_images = (manifest.extra.get("images_without_caption") or 0) if manifest else 0
     if report.unused_images:
         log.info("%d image(s) in %s have no caption and were not used", report.unused_images, images)
     return report
@@ -373,11 +383,10 @@ def merge_build_parts(out: Path, world_size: int, job: str, command: str, limits
     skipped: Counter = Counter()
     for part in parts:
         skipped.update(part["skipped"])
-    unknown = any(p["images_without_caption"] is None for p in parts)
     extra = {
         "skipped": dict(sorted(skipped.items())),
         "captions": parts[0]["captions"],
-        "images_without_caption": None if unknown else sum(p["images_without_caption"] for p in parts),
+        "images_without_caption": images_without_caption([p["images"] for p in parts]),
         "duplicates": sum(p["duplicates"] for p in parts),
         "match": match,
         "limits": limits.to_dict(),
