@@ -43,7 +43,8 @@ def build(
     images: Path = typer.Option(..., "--images", help="Folder of images (matched by file name: see --match)."),
     captions: Path = typer.Option(..., "--captions", help="Captions, read as a stream: .jsonl, .csv/.tsv (key, "
                                   "caption) or .parquet (img2dataset's key, caption; needs pyarrow); .json "
-                                  "{key: caption} is read whole; a folder: all of its captions files in name order."),
+                                  "{key: caption, or a list of captions} is read whole; a folder: all of its "
+                                  "captions files in name order."),
     out: Path = typer.Option(..., "--out", help="Output folder for the tars and manifest.json."),
     samples_per_shard: int = typer.Option(10000, "--samples-per-shard", min=1, help="Samples per tar."),
     match: str = typer.Option("index", "--match", help="index: list the image folder once (a key is the relative "
