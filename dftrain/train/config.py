@@ -37,7 +37,7 @@ class TrainConfig(Options):
     model: str = option("", "Diffusers pipeline folder (unet, vae, text_encoder, tokenizer, scheduler).",
                         default_text="required")
     shards: PathList = option([], "Training shards (images, or latents from `dftrain precompute`): " + SHARDS_HELP,
-                              default_text="required")
+                              default_text="required", metavar="DIR|TAR|LIST")
     objects: str | None = option(None, "Object-bank shard folder (needed for any fusion).")
     out: str = option("", "Run folder: checkpoints/, metrics.jsonl, config.yaml, pipeline/.", default_text="required")
     # method
