@@ -83,6 +83,13 @@ def test_seeds_and_variants_from_the_command_line(tmp_path):
         (lambda d: d.update(custom_variants={"x": {"train": {"w_lat": 2}}}, variants=["baseline", "x"]),
          "variant x.train.w_lat: Input should be less than or equal to 1, got 2"),
         (lambda d: d["train"]["options"].update(fusion="dual"), "set by dftrain reproduce itself"),
+        # generalize.options typed as `dftrain generalize` types them (the same GeneralizeOptions model)
+        (lambda d: d.update(generalize={"backend": "gpt"}), "generalize.backend: Input should be 'embedded'"),
+        (lambda d: d.update(generalize={"options": {"batch_size": 0}}),
+         "generalize.options.batch_size: Input should be greater than or equal to 1, got 0"),
+        (lambda d: d.update(generalize={"options": {"no_such": 1}}), "generalize.options: unknown option 'no_such'"),
+        (lambda d: d.update(generalize={"options": {"faithful": "yes"}}), "generalize.options.faithful"),
+        (lambda d: d.update(generalize={"options": {"out": "x"}}), "generalize.options.out: set by dftrain"),
         (lambda d: d["data"].update(dup_fraction=1.0), "data.dup_fraction"),
         (lambda d: d["data"].pop("n"), "data.n is required"),
         (lambda d: d["model"].update(resolution=36), "multiple of 8"),

@@ -41,6 +41,7 @@ from typing import Any
 
 from dftrain.errors import ConfigError, DftrainError
 from dftrain.generalize.generalizer import Generalizer
+from dftrain.generalize.options import DEFAULT_BATCH_SIZE
 from dftrain.generalize.progress import progress_bar
 from dftrain.generalize.receipts import (
     RECEIPT_DIR,
@@ -307,7 +308,7 @@ def load_optional_scorer(mode: str = "auto"):
 
 
 def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str = "embedded",
-                      model: str | None = None, backend_options: dict | None = None, batch_size: int = 32,
+                      model: str | None = None, backend_options: dict | None = None, batch_size: int | None = None,
                       max_words: int = 4, fallback: str = "retry,rule,original", prompt_template: str | None = None,
                       few_shot: str | Path | None = None, target_generality: float | None = None, rounds: int = 2,
                       max_input_chars: int = 512, score: str = "auto", rank: int | None = None,
@@ -356,9 +357,29 @@ def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str =
 
     def make_generalizer() -> Generalizer:
         engine = backend_instance or load_backend(backend, model, **(backend_options or {}))
-        return Generalizer(engine, spec, fallback=chain, batch_size=batch_size, max_input_chars=max_input_chars,
+        return Generalizer(engine, spec, fallback=chain, batch_size=batch_size or DEFAULT_BATCH_SIZE,
+                           max_input_chars=max_input_chars,
                            scorer=scorer, target_generality=target_generality, rounds=rounds, faithful=checker)
 
     return run_stage(in_dir, out_dir, settings=settings, make_generalizer=make_generalizer, model_id=model_id,
                      scorer=scorer, rank=info.rank, world_size=info.world_size, strict=strict, overwrite=overwrite,
                      command=command, progress=progress)
+
+
+def backend_options(opts) -> dict:
+    """The keyword options of load_backend from GeneralizeOptions."""
+    if opts.backend == "vllm":
+        return {"tensor_parallel_size": opts.tensor_parallel_size,
+                "dtype": "auto" if opts.dtype == "float32" else opts.dtype}
+    return {"dtype": opts.dtype, "device": opts.device or "cpu"}
+
+
+def run_from_options(opts, *, command: str = "") -> StageReport:
+    """`dftrain generalize` with checked GeneralizeOptions (dftrain/generalize/options.py)."""
+    return generalize_shards(
+        opts.shards, opts.out, backend=opts.backend, model=opts.model, backend_options=backend_options(opts),
+        batch_size=opts.batch_size, max_words=opts.max_words, fallback=opts.fallback,
+        prompt_template=opts.prompt_template, few_shot=opts.few_shot, target_generality=opts.target_generality,
+        rounds=opts.rounds, max_input_chars=opts.max_input_chars, score=opts.score, rank=opts.rank,
+        world_size=opts.world_size, strict=opts.strict, overwrite=opts.overwrite, command=command,
+        progress=opts.progress, faithful=opts.faithful)
