@@ -175,6 +175,20 @@ def test_option_flags():
     assert option_flags({"micro_batch_size": 8, "ema": False, "progress": True, "no_cache": True,
                          "skip": None}) == ["--micro-batch-size", "8", "--no-ema", "--progress", "--no-cache"]
     assert option_flags({"no_cache": False}) == []
+    # a repeatable option (generalize --engine-arg) from a list in the experiment file
+    assert option_flags({"engine_arg": ["max_model_len=64", "seed=1"]}) == [
+        "--engine-arg", "max_model_len=64", "--engine-arg", "seed=1"]
+
+
+def test_generalize_engine_args_in_an_experiment_file_reach_the_stage_command(tmp_path):
+    data = _minimal()
+    data["generalize"] = {"backend": "vllm", "options": {"engine_arg": ["max_model_len=64"]}}
+    plan = build_plan(load_experiment(_write(tmp_path, data)), tmp_path / "out")
+    (stage,) = [s for s in plan.setup if s.name == "generalize"]
+    assert stage.args[-2:] == ["--engine-arg", "max_model_len=64"]
+    data["generalize"] = {"options": {"engine_arg": [{"a": 1}]}}
+    with pytest.raises(ConfigError, match="generalize.options.engine_arg: expected a single value"):
+        load_experiment(_write(tmp_path, data))
 
 
 def test_pipeline_folder_check(tmp_path):

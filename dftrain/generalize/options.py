@@ -1,7 +1,8 @@
 """The options of `dftrain generalize`, defined once (dftrain/options.py): the command line is generated
 from this model, and an experiment file's `generalize` section is checked against it.
 
-Cross-field checks (required folders, the fallback chain) are in `validate`, before any model loads.
+Cross-field checks (required folders, the fallback chain, engine arguments) are in `validate`, before any
+model loads.
 """
 
 from __future__ import annotations
@@ -29,8 +30,11 @@ class GeneralizeOptions(Options):
                                     "vllm: float32 means auto.")
     device: str | None = option(None, "transformers/embedded: cpu, cuda or auto.", default_text="cpu")
     tensor_parallel_size: Integer = option(1, "vllm: GPUs per model replica.", ge=1)
+    engine_arg: list[str] = option([], "vllm: KEY=VALUE passed to vllm.LLM (repeatable; VALUE read as JSON when "
+                                   "it is JSON), e.g. gpu_memory_utilization=0.85 max_model_len=1024.")
     batch_size: Integer | None = option(None, "Unique captions per LLM call.",
-                                        default_text=str(DEFAULT_BATCH_SIZE), ge=1)
+                                        default_text=f"{DEFAULT_BATCH_SIZE}; vllm: all unique captions of a part "
+                                        "in one call (vLLM schedules them itself)", ge=1)
     # the method
     max_words: Integer = option(4, "At most this many words per caption (paper: fewer than 5).", ge=1)
     fallback: str = option("retry,rule,original", "Steps after a rejected LLM output, in order: retry (stricter "
@@ -65,6 +69,7 @@ def build_generalize_options(given: dict) -> GeneralizeOptions:
 
 def validate(opts: GeneralizeOptions) -> None:
     """What the field types cannot check, in one ConfigError, before anything loads."""
+    from dftrain.generalize.engine_args import parse_engine_args
     from dftrain.generalize.generalizer import parse_fallback
 
     problems = [f"--{name} is required" for name in ("shards", "out") if not getattr(opts, name)]
@@ -72,9 +77,12 @@ def validate(opts: GeneralizeOptions) -> None:
         if problems:
             raise ConfigError("; ".join(problems))
         return
-    try:
-        parse_fallback(opts.fallback)
-    except ConfigError as exc:
-        problems.append(str(exc))
+    for check in (lambda: parse_fallback(opts.fallback), lambda: parse_engine_args(opts.engine_arg)):
+        try:
+            check()
+        except ConfigError as exc:
+            problems.append(str(exc))
+    if opts.engine_arg and opts.backend != "vllm":
+        problems.append(f"--engine-arg is for --backend vllm (got --backend {opts.backend})")
     if problems:
         raise ConfigError("; ".join(problems))

@@ -74,12 +74,13 @@ class StageSettings:
     rounds: int = 0
     limits: dict[str, int] | None = None  # the shard limits decide which samples are read
     faithful: bool = False
+    engine: dict[str, Any] | None = None  # dtype and the engine arguments that change the text
 
     def to_dict(self) -> dict[str, Any]:
         return {"backend": self.backend, "model": self.model, "prompt_hash": self.prompt_hash,
                 "fallback": list(self.fallback), "max_words": self.max_words,
                 "max_input_chars": self.max_input_chars, "target_generality": self.target_generality,
-                "rounds": self.rounds, "limits": self.limits, "faithful": self.faithful}
+                "rounds": self.rounds, "limits": self.limits, "faithful": self.faithful, "engine": self.engine}
 
 
 @dataclass
@@ -342,7 +343,8 @@ def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str =
     settings = StageSettings(backend=backend, model=str(model) if model else "default", prompt_hash=spec.hash(),
                              fallback=chain, max_words=max_words, max_input_chars=max_input_chars,
                              target_generality=target_generality, rounds=rounds if target_generality else 0,
-                             limits=current_limits().to_dict(), faithful=faithful)
+                             limits=current_limits().to_dict(), faithful=faithful,
+                             engine=engine_settings(backend_options or {}))
     if backend_instance is not None:
         model_id = model_identity(stand_in=f"{backend_instance.name}:{backend_instance.model_id}")
     else:
@@ -357,7 +359,7 @@ def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str =
 
     def make_generalizer() -> Generalizer:
         engine = backend_instance or load_backend(backend, model, **(backend_options or {}))
-        return Generalizer(engine, spec, fallback=chain, batch_size=batch_size or DEFAULT_BATCH_SIZE,
+        return Generalizer(engine, spec, fallback=chain, batch_size=default_batch_size(backend, batch_size),
                            max_input_chars=max_input_chars,
                            scorer=scorer, target_generality=target_generality, rounds=rounds, faithful=checker)
 
@@ -366,11 +368,30 @@ def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str =
                      command=command, progress=progress)
 
 
+def default_batch_size(backend: str, batch_size: int | None) -> int | None:
+    """vLLM schedules continuously: give it every unique caption of a part at once (None); the others
+    decode in batches of DEFAULT_BATCH_SIZE."""
+    if batch_size is not None:
+        return batch_size
+    return None if backend == "vllm" else DEFAULT_BATCH_SIZE
+
+
+def engine_settings(options: dict) -> dict:
+    """The part of the backend's options that changes what is generated (for the work key)."""
+    from dftrain.generalize.engine_args import output_affecting
+
+    rest = {k: v for k, v in options.items() if k not in ("dtype", "device", "tensor_parallel_size", "threads",
+                                                          "require_gpu")}
+    return {"dtype": str(options.get("dtype", "float32")), **output_affecting(rest)}
+
+
 def backend_options(opts) -> dict:
     """The keyword options of load_backend from GeneralizeOptions."""
     if opts.backend == "vllm":
+        from dftrain.generalize.engine_args import parse_engine_args
+
         return {"tensor_parallel_size": opts.tensor_parallel_size,
-                "dtype": "auto" if opts.dtype == "float32" else opts.dtype}
+                "dtype": "auto" if opts.dtype == "float32" else opts.dtype, **parse_engine_args(opts.engine_arg)}
     return {"dtype": opts.dtype, "device": opts.device or "cpu"}
 
 
