@@ -74,7 +74,8 @@ def test_engine_args_reach_vllm_and_the_whole_part_goes_in_one_call(monkeypatch,
     opts = build_generalize_options({
         "shards": str(in_dir), "out": str(tmp_path / "out"), "backend": "vllm", "model": str(model),
         "engine_arg": ["gpu_memory_utilization=0.5", "max_model_len=256", "enable_prefix_caching=true",
-                       "quantization=fp8"], "score": "off", "faithful": False, "progress": False})
+                       "quantization=fp8"], "score": "off", "faithful": False, "progress": False,
+        "dedup_parts": 1})
     report = run_from_options(opts)
     assert report.manifest_written
     (llm,) = fake.created

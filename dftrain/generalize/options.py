@@ -15,6 +15,8 @@ from dftrain.options import Integer, Number, Options, Switch, build_options, opt
 BACKENDS = ("embedded", "transformers", "vllm")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
 SCORE_MODES = ("auto", "on", "off")
+DEDUP_MODES = ("global", "shard")
+DEDUP_PASSES = ("all", "collect", "generalize", "write")
 DEFAULT_BATCH_SIZE = 32  # transformers / embedded; vLLM gets a whole part at once (it schedules itself)
 
 
@@ -52,6 +54,14 @@ class GeneralizeOptions(Options):
     faithful: Switch = option(True, "Accept an answer only if it keeps a head noun of the caption (or a WordNet "
                               "synonym / non-abstract hypernym).")
     # scale
+    dedup: Literal[DEDUP_MODES] = option("global", "global: each distinct caption of the whole input is "
+                                         "generalized once (passes collect, generalize, write); shard: within "
+                                         "each shard only.")
+    dedup_pass: Literal[DEDUP_PASSES] = option("all", "With --dedup global: the pass to run. Several ranks run "
+                                               "collect, generalize and write as separate steps, in this order.")
+    dedup_parts: Integer = option(64, "With --dedup global: the caption table is cut into this many parts (the "
+                                  "unit of LLM work, of the rank split and of resume; memory is bounded by one).",
+                                  ge=1, le=65536)
     rank: Integer | None = option(None, "This process's rank.", default_text="RANK or SLURM_PROCID, else 0", ge=0)
     world_size: Integer | None = option(None, "Number of ranks.", default_text="WORLD_SIZE or SLURM_NTASKS, else 1",
                                         ge=1)
