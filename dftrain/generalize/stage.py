@@ -6,8 +6,11 @@ with orig_caption, generalized_caption, llm, fallback, fallback_step, (when the
 score module is available) generality_before / generality_after and (with the faithfulness
 check, on by default) faithful / faithful_noun.
 
+Captions are deduplicated by their normalized text, within each shard (`--dedup shard`, here) or
+across the whole input (`--dedup global`, the default: passes.py); both write the same shards.
+
 Resume and several ranks (nodes):
-- rank r of w takes input shards i with i % w == r;
+- rank r of w takes input shards i with i % w == r (and with --dedup global the table parts p % w == r);
 - each output shard is written atomically (temp file + rename), then a receipt
   `OUT/.generalize/<shard>.json` (atomic as well) records its sha256, size, sample
   count, the settings and per-shard statistics;
