@@ -176,3 +176,51 @@ def test_sigkill_in_each_pass_then_rerun_equals_an_uninterrupted_run(tmp_path, t
     assert tars(killed) == tars(clean)
     leftovers = [p for p in killed.rglob("*") if p.name.endswith(".tmp")]
     assert leftovers == [] and (killed / "manifest.json").is_file() and (killed / MARKER_NAME).is_file()
+
+
+# --------------------------------------------------------------------------- the LLM does not wait for scoring
+
+
+class SlowScorer:
+    """A generality scorer that takes its time; records when each call ran."""
+
+    def __init__(self):
+        self.spans: list[tuple[float, float]] = []
+
+    def score_many(self, texts):
+        started = time.perf_counter()
+        time.sleep(0.3)
+        self.spans.append((started, time.perf_counter()))
+        return [{"generality": float(len(t))} for t in texts]
+
+
+class TimedBackend(ScriptedBackend):
+    def __init__(self, answer):
+        super().__init__(answer)
+        self.starts: list[float] = []
+
+    def complete(self, prompts, **kwargs):
+        self.starts.append(time.perf_counter())
+        return super().complete(prompts, **kwargs)
+
+
+@pytest.mark.parametrize("dedup", ["shard", "global"])
+def test_the_next_llm_call_starts_while_the_previous_work_is_scored(tmp_path, monkeypatch, dedup):
+    shards = [[f"a red car number {i}"] for i in range(3)]  # one distinct caption per shard (and per part)
+    in_dir = write_input_shards(tmp_path / "in", shards)
+    parts = {"dedup_parts": 1} if dedup == "shard" else {"dedup_parts": 64}
+    outputs = {}
+    for overlap in (True, False):
+        scorer, backend = SlowScorer(), TimedBackend(lambda c, s: "a car")
+        monkeypatch.setattr("dftrain.generalize.stage.load_optional_scorer", lambda mode, scorer=scorer: scorer)
+        run(in_dir, tmp_path / f"out-{overlap}", backend, score="on", dedup=dedup, overlap=overlap, **parts)
+        assert len(backend.starts) == 3 and len(scorer.spans) == 6  # before + after, per shard / part
+        first_scored = scorer.spans[1][1]  # the first shard's (part's) scores are done
+        if overlap:
+            assert backend.starts[1] < first_scored  # the LLM went on meanwhile
+        else:
+            assert backend.starts[1] > first_scored
+        outputs[overlap] = tars(tmp_path / f"out-{overlap}")
+        scores = [s["json"]["generality_before"] for s in read_folder(tmp_path / f"out-{overlap}").values()]
+        assert scores == [float(len(c[0])) for c in shards]
+    assert outputs[True] == outputs[False]

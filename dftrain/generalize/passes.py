@@ -27,6 +27,7 @@ from pathlib import Path
 
 from dftrain.distributed import split_for_rank
 from dftrain.errors import DftrainError
+from dftrain.generalize.overlap import Background
 from dftrain.generalize.progress import progress_bar
 from dftrain.generalize.receipts import read_json_receipt, write_json_receipt
 from dftrain.generalize.table import (
@@ -158,60 +159,92 @@ def _reusable_results(out_dir: Path, part: int, receipt: dict | None, key: dict)
     return read_all_results(path)
 
 
-def generalize_pass(out_dir: Path, shards: list, parts_todo: list[int], *, parts: int, limits: dict | None,
-                    model_id: str, settings: dict, make_records: Callable[[list[str], Callable], list[dict]],
-                    llm: Callable[[], dict], progress: bool, rank: int) -> dict:
-    """Pass 2 for this rank's parts. `make_records(texts, on_batch)` generalizes and scores (loading the
-    model on its first call); `llm()` is what the output json records as the model. Returns counts."""
-    from dftrain.shards import sha256_file
+class _PartJob:
+    """One part that needs LLM work: which captions to ask, and (in the background) its scoring and files."""
 
+    def __init__(self, out_dir: Path, part: int, table: dict, key: dict, runs: str, receipt: dict | None):
+        self.out_dir, self.part, self.table, self.key, self.runs = out_dir, part, table, key, runs
+        self.started = time.perf_counter()
+        self.known = _reusable_results(out_dir, part, receipt, key)
+        self.previous_llm = (receipt or {}).get("llm")
+        self.todo = [k for k in table if k not in self.known]
+        self.texts = [table[k][0] for k in self.todo]
+        self.advanced = 0
+
+    def on_batch(self, advance: Callable[[int], None]) -> Callable[[list[int]], None]:
+        def done(indices: list[int]) -> None:
+            n = sum(self.table[self.todo[i]][1] for i in indices)
+            self.advanced += n
+            advance(n)
+
+        return done
+
+    def finish(self, results: list, score: Callable[[list[str], list], list[dict]], llm: Callable[[], dict],
+               advance: Callable[[int], None], written: list[str]) -> None:
+        from dftrain.shards import sha256_file
+
+        fresh = dict(zip(self.todo, score(self.texts, results), strict=True))
+        rows = [(k, text, count, self.known.get(k) or fresh[k]) for k, (text, count) in self.table.items()]
+        name = part_name(self.part)
+        path = parts_dir(self.out_dir) / f"{name}.sqlite"
+        write_results(path, rows)
+        write_json_receipt(parts_dir(self.out_dir) / f"{name}.json", {
+            "key": self.key, "runs": self.runs, "sha256": sha256_file(path), "bytes": path.stat().st_size,
+            "unique_captions": len(self.table), "samples": _count(self.table), "asked": len(self.todo),
+            "reused": len(self.table) - len(self.todo), "steps": dict(Counter(r[3]["step"] for r in rows)),
+            "llm": llm() if self.todo else self.previous_llm,
+            "seconds": round(time.perf_counter() - self.started, 3)})
+        written.append(name)
+        advance(_count(self.table) - self.advanced)
+
+
+def _part_is_done(out_dir: Path, part: int, receipt: dict | None, key: dict, runs: str) -> bool:
+    """The part's file matches its receipt, made from the same captions, model and settings; a receipt
+    that names other runs (the same captions from a changed input) is brought up to date."""
+    folder = parts_dir(out_dir)
+    name = part_name(part)
+    if receipt is None or receipt.get("key") != key or not _file_matches(folder / f"{name}.sqlite", receipt,
+                                                                         verify_sha=True):
+        return False
+    if receipt.get("runs") != runs:
+        write_json_receipt(folder / f"{name}.json", {**receipt, "runs": runs})
+    return True
+
+
+def generalize_pass(out_dir: Path, shards: list, parts_todo: list[int], *, parts: int, limits: dict | None,
+                    model_id: str, settings: dict, generalize: Callable[[list[str], Callable], list],
+                    score: Callable[[list[str], list], list[dict]], llm: Callable[[], dict], progress: bool,
+                    rank: int, overlap: bool = True) -> dict:
+    """Pass 2 for this rank's parts. `generalize(texts, on_batch)` runs the fallback chain (loading the
+    model on its first call), here; `score(texts, results)` makes the records and the part's files are
+    written in the background (overlap.py) while the next part is generalized. `llm()` is what the output
+    json records as the model. Returns counts for the report."""
     runs = all_runs(out_dir, shards, parts=parts, limits=limits)
     digest = runs_digest(runs)
-    folder = parts_dir(out_dir)
-    folder.mkdir(parents=True, exist_ok=True)
+    parts_dir(out_dir).mkdir(parents=True, exist_ok=True)
     report = {"written": [], "skipped_done": [], "asked": 0, "reused": 0, "unique_captions": 0, "samples": 0}
     run_paths = {name: runs_dir(out_dir) / f"{name}.jsonl" for name in runs}
     total = sum(r["part_samples"][p] for r in runs.values() for p in parts_todo)
-    with progress_bar(progress and rank == 0, total) as advance:  # samples whose caption is in these parts
+    # The bar counts samples whose caption is in these parts.
+    with progress_bar(progress and rank == 0, total) as advance, Background(overlap) as background:
         for part in parts_todo:
             table = merge_part(read_run_part(run_paths[name], r["offsets"], part) for name, r in runs.items())
             key = part_key(table, model_id=model_id, settings=settings)
             receipt = part_receipt(out_dir, part)
-            name = part_name(part)
             report["unique_captions"] += len(table)
-            report["samples"] += sum(count for _, count in table.values())
-            if receipt is not None and receipt.get("key") == key and _file_matches(
-                    folder / f"{name}.sqlite", receipt, verify_sha=True):
-                if receipt.get("runs") != digest:  # the same captions from a changed input: nothing to ask
-                    write_json_receipt(folder / f"{name}.json", {**receipt, "runs": digest,
-                                                                 "samples": _count(table)})
-                report["skipped_done"].append(name)
+            report["samples"] += _count(table)
+            if _part_is_done(out_dir, part, receipt, key, digest):
+                report["skipped_done"].append(part_name(part))
                 advance(_count(table))
                 continue
-            started = time.perf_counter()
-            known = _reusable_results(out_dir, part, receipt, key)
-            todo = [k for k in table if k not in known]
-            asked = [0]
-
-            def on_batch(indices: list[int], todo=todo, table=table, asked=asked) -> None:
-                done = sum(table[todo[i]][1] for i in indices)
-                asked[0] += done
-                advance(done)
-
-            fresh = dict(zip(todo, make_records([table[k][0] for k in todo], on_batch), strict=True))
-            rows = [(k, text, count, known.get(k) or fresh[k]) for k, (text, count) in table.items()]
-            path = folder / f"{name}.sqlite"
-            write_results(path, rows)
-            write_json_receipt(folder / f"{name}.json", {
-                "key": key, "runs": digest, "sha256": sha256_file(path), "bytes": path.stat().st_size,
-                "unique_captions": len(table), "samples": _count(table), "asked": len(todo),
-                "reused": len(table) - len(todo), "steps": dict(Counter(r[3]["step"] for r in rows)),
-                "llm": llm() if todo else (receipt or {}).get("llm"),
-                "seconds": round(time.perf_counter() - started, 3)})
-            report["written"].append(name)
-            report["asked"] += len(todo)
-            report["reused"] += len(table) - len(todo)
-            advance(_count(table) - asked[0])
+            job = _PartJob(out_dir, part, table, key, digest, receipt)
+            report["asked"] += len(job.todo)
+            report["reused"] += len(table) - len(job.todo)
+            if not job.todo:  # nothing to ask or score: written here, without waiting for the background job
+                job.finish([], score, llm, advance, report["written"])
+                continue
+            results = generalize(job.texts, job.on_batch(advance))
+            background.submit(job.finish, results, score, llm, advance, report["written"])
     log.info("rank %d: generalize: %d part(s) written (%d captions asked, %d kept from earlier), %d already there",
              rank, len(report["written"]), report["asked"], report["reused"], len(report["skipped_done"]))
     return report

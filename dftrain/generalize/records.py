@@ -11,10 +11,8 @@ from __future__ import annotations
 import logging
 import time
 from collections import Counter
-from collections.abc import Callable
 from pathlib import Path
 
-from dftrain.generalize.generalizer import Generalizer
 from dftrain.generalize.table import normalize_caption
 
 log = logging.getLogger("dftrain.generalize")
@@ -49,20 +47,20 @@ def _output_sample(sample: dict, record: dict, llm: dict, faithful: bool = False
     return out
 
 
-def generalize_records(generalizer: Generalizer, texts: list[str], *, scorer=None,
-                       on_batch: Callable[[list[int]], None] | None = None) -> list[dict]:
-    """One record per distinct normalized caption: the fallback chain's result and the generality scores
-    before and after (what an output sample's txt and json are made from)."""
-    results = generalizer.generalize(texts, on_batch=on_batch)
-    return score_records(texts, results, scorer)
+SCORE_CHUNK = 256  # captions per scorer call: another thread waiting for the NLP lock waits at most this long
 
 
 def score_records(texts: list[str], results: list, scorer=None) -> list[dict]:
-    before = after = {}
+    """One record per distinct normalized caption (`texts`) from its fallback-chain result, with the
+    generality scores before and after (what an output sample's txt and json are made from)."""
+    before: dict[str, float] = {}
+    after: dict[str, float] = {}
     if scorer is not None and texts:
-        before = dict(zip(texts, (s["generality"] for s in scorer.score_many(texts)), strict=True))
         outs = list(dict.fromkeys(r.caption for r in results if r.caption is not None))
-        after = dict(zip(outs, (s["generality"] for s in scorer.score_many(outs)), strict=True))
+        for values, scores in ((texts, before), (outs, after)):
+            for start in range(0, len(values), SCORE_CHUNK):
+                chunk = values[start:start + SCORE_CHUNK]
+                scores.update(zip(chunk, (s["generality"] for s in scorer.score_many(chunk)), strict=True))
     return [{"caption": r.caption, "step": r.step, "reason": r.reason, "rounds": r.rounds, "faithful": r.faithful,
              "faithful_noun": r.faithful_noun, "before": before.get(t), "after": after.get(r.caption)}
             for t, r in zip(texts, results, strict=True)]

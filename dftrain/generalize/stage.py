@@ -35,6 +35,7 @@ or images over the shard limits, undecodable JSON, damaged tars. Captions the re
 from __future__ import annotations
 
 import logging
+import threading
 import time
 from collections import Counter
 from collections.abc import Callable
@@ -46,6 +47,7 @@ from dftrain.distributed import split_for_rank
 from dftrain.errors import ConfigError, DftrainError
 from dftrain.generalize.generalizer import Generalizer
 from dftrain.generalize.options import DEFAULT_BATCH_SIZE
+from dftrain.generalize.overlap import Background, Locked
 from dftrain.generalize.progress import progress_bar
 from dftrain.generalize.receipts import (
     RECEIPT_DIR,
@@ -57,12 +59,12 @@ from dftrain.generalize.receipts import (
     work_key,
     write_receipt,
 )
-from dftrain.generalize.records import generalize_records, read_shard, write_generalized_shard
+from dftrain.generalize.records import read_shard, score_records, write_generalized_shard
 from dftrain.generalize.table import normalize_caption
 
 log = logging.getLogger("dftrain.generalize")
 
-__all__ = ["RECEIPT_DIR", "StageReport", "StageSettings", "finalize", "generalize_shard", "generalize_shards",
+__all__ = ["RECEIPT_DIR", "StageReport", "StageSettings", "finalize", "generalize_shards",
            "run_stage"]
 
 
@@ -124,28 +126,6 @@ class StageReport:
 # --------------------------------------------------------------------------- one shard
 
 
-def generalize_shard(tar: Path, out_path: Path, generalizer: Generalizer, *, llm: dict, scorer=None,
-                     strict: bool = False, on_samples: Callable[[int], None] | None = None) -> dict:
-    """Generalize one input tar into `out_path` (atomic), deduplicating within the shard; returns the
-    receipt body (without settings)."""
-    started = time.perf_counter()
-    samples, stats = read_shard(tar, strict)
-    texts = [normalize_caption(s["txt"]) for s in samples]
-    unique = list(dict.fromkeys(texts))  # in-shard dedup, first-seen order
-    weight = Counter(texts)
-
-    def progress(indices: list[int]) -> None:
-        if on_samples:
-            on_samples(sum(weight[unique[i]] for i in indices))
-
-    records = dict(zip(unique, generalize_records(generalizer, unique, scorer=scorer, on_batch=progress),
-                       strict=True))
-    if on_samples and stats.total_skipped:
-        on_samples(stats.total_skipped)
-    return write_generalized_shard(tar, out_path, samples, stats, records, llm=llm,
-                                   faithful=generalizer.faithful is not None, started=started)
-
-
 # --------------------------------------------------------------------------- the stage
 
 
@@ -167,7 +147,7 @@ class DedupPlan:
 def run_stage(in_dir: str | Path, out_dir: str | Path, *, settings: StageSettings,
               make_generalizer: Callable[[], Generalizer], model_id: str, scorer=None, rank: int = 0,
               world_size: int = 1, strict: bool = False, overwrite: bool = False, command: str = "",
-              progress: bool = True, dedup: DedupPlan = DedupPlan()) -> StageReport:
+              progress: bool = True, dedup: DedupPlan = DedupPlan(), overlap: bool = True) -> StageReport:
     """Generalize this rank's shards of `in_dir` into `out_dir`; see the module docstring.
 
     `model_id` is the model's identity (receipts.model_identity). `make_generalizer` is called
@@ -192,7 +172,7 @@ def run_stage(in_dir: str | Path, out_dir: str | Path, *, settings: StageSetting
     with claim_output(out_dir, "generalize", overwrite=overwrite, scope=f"rank{rank}", temp_patterns=temp_files):
         run = _Run(in_dir, out_dir, shards, mine, settings=settings, make_generalizer=make_generalizer,
                    model_id=model_id, scorer=scorer, rank=rank, world_size=world_size, strict=strict,
-                   command=command, progress=progress, dedup=dedup)
+                   command=command, progress=progress, dedup=dedup, overlap=overlap)
         return run.run(overwrite=overwrite, parts=parts)
 
 
@@ -201,11 +181,12 @@ class _Run:
 
     def __init__(self, in_dir: Path, out_dir: Path, shards: list, mine: list, *, settings: StageSettings,
                  make_generalizer: Callable[[], Generalizer], model_id: str, scorer, rank: int, world_size: int,
-                 strict: bool, command: str, progress: bool, dedup: DedupPlan):
+                 strict: bool, command: str, progress: bool, dedup: DedupPlan, overlap: bool = True):
         self.in_dir, self.out_dir, self.shards, self.mine = in_dir, out_dir, shards, mine
         self.settings, self.make_generalizer, self.model_id, self.scorer = settings, make_generalizer, model_id, scorer
         self.rank, self.world_size, self.strict, self.command, self.progress = rank, world_size, strict, command, progress
         self.dedup = dedup
+        self.overlap = overlap
         self.report = StageReport(rank, world_size, assigned=[s.name for s in mine])
         self.keys = {s.name: work_key(input_sha256=s.sha256, model=model_id, settings=settings.to_dict())
                      for s in mine}
@@ -273,14 +254,32 @@ class _Run:
                  receipt["samples"], receipt["unique_captions"], receipt["steps"], receipt["skipped"] or "none")
 
     def per_shard(self, todo: list) -> None:
+        """--dedup shard: the LLM works on shard i + 1 while shard i is scored and written (overlap.py)."""
         if not todo:
             return
         generalizer, llm = self.generalizer(), self.llm()
-        with progress_bar(self.progress and self.rank == 0, sum(s.samples for s in todo)) as advance:
+        with (progress_bar(self.progress and self.rank == 0, sum(s.samples for s in todo)) as advance,
+              Background(self.overlap) as background):
             for s in todo:
-                receipt = generalize_shard(self.in_dir / s.name, self.out_dir / s.name, generalizer, llm=llm,
-                                           scorer=self.scorer, strict=self.strict, on_samples=advance)
-                self.shard_done(s.name, receipt)
+                started = time.perf_counter()
+                samples, stats = read_shard(self.in_dir / s.name, self.strict)
+                texts = [normalize_caption(sample["txt"]) for sample in samples]
+                unique = list(dict.fromkeys(texts))  # in-shard dedup, first-seen order
+                weight = Counter(texts)
+
+                def on_batch(indices: list[int], unique=unique, weight=weight) -> None:
+                    advance(sum(weight[unique[i]] for i in indices))
+
+                results = generalizer.generalize(unique, on_batch=on_batch) if unique else []
+                background.submit(self.finish_shard, s.name, samples, stats, unique, results, llm, started, advance)
+
+    def finish_shard(self, name: str, samples: list, stats, unique: list[str], results: list, llm: dict,
+                     started: float, advance: Callable[[int], None]) -> None:
+        records = dict(zip(unique, score_records(unique, results, self.scorer), strict=True))
+        receipt = write_generalized_shard(self.in_dir / name, self.out_dir / name, samples, stats, records, llm=llm,
+                                          faithful=self.settings.faithful, started=started)
+        self.shard_done(name, receipt)
+        advance(stats.total_skipped)
 
     def global_passes(self, passes: tuple[str, ...], parts: list[int], todo: list) -> None:
         from dftrain.generalize import passes as table_passes
@@ -291,12 +290,13 @@ class _Run:
             self.report.passes["collect"] = table_passes.collect_pass(
                 self.in_dir, self.out_dir, self.mine, strict=self.strict, rank=self.rank, **common)
         if "generalize" in passes:
-            def make_records(texts: list[str], on_batch) -> list[dict]:
-                return generalize_records(self.generalizer(), texts, scorer=self.scorer, on_batch=on_batch)
+            def generalize(texts: list[str], on_batch) -> list:
+                return self.generalizer().generalize(texts, on_batch=on_batch) if texts else []
 
             self.report.passes["generalize"] = table_passes.generalize_pass(
-                self.out_dir, self.shards, parts, model_id=self.model_id, settings=settings,
-                make_records=make_records, llm=self.llm, progress=self.progress, rank=self.rank, **common)
+                self.out_dir, self.shards, parts, model_id=self.model_id, settings=settings, generalize=generalize,
+                score=lambda texts, results: score_records(texts, results, self.scorer), llm=self.llm,
+                progress=self.progress, rank=self.rank, overlap=self.overlap, **common)
         if "write" in passes:
             table_passes.check_parts(self.out_dir, self.shards, model_id=self.model_id, settings=settings, **common)
             recorded = table_passes.table_llm(self.out_dir, self.dedup.parts)
@@ -351,10 +351,11 @@ def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str =
                       world_size: int | None = None, strict: bool = False, overwrite: bool = False,
                       command: str = "", progress: bool = True, backend_instance=None,
                       faithful: bool = True, spacy_model: str | None = None, dedup: str = "global",
-                      dedup_pass: str = "all", dedup_parts: int = 64) -> StageReport:
+                      dedup_pass: str = "all", dedup_parts: int = 64, overlap: bool = True) -> StageReport:
     """The whole stage from plain options (what `dftrain generalize` calls).
 
-    `backend_instance` replaces loading a backend by name (tests, embedding in other code).
+    `backend_instance` replaces loading a backend by name (tests, embedding in other code); `overlap=False`
+    scores and writes in the LLM's thread (for comparisons).
     """
     from dftrain.distributed import rank_info
     from dftrain.generalize.backends import BACKEND_NAMES, load_backend
@@ -375,7 +376,10 @@ def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str =
         info = rank_info(rank, world_size)
     except ValueError as exc:
         raise ConfigError(str(exc)) from exc
+    # spaCy and WordNet are shared by the checker and the scorer, and used from two threads (overlap.py).
+    nlp_lock = threading.Lock()
     scorer = load_optional_scorer("on" if target_generality is not None else score)
+    scorer = Locked(scorer, nlp_lock) if scorer is not None else None
     settings = StageSettings(backend=backend, model=str(model) if model else "default", prompt_hash=spec.hash(),
                              fallback=chain, max_words=max_words, max_input_chars=max_input_chars,
                              target_generality=target_generality, rounds=rounds if target_generality else 0,
@@ -391,7 +395,7 @@ def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str =
     if faithful:  # before any model loads: a missing spaCy model or WordNet is a one-line error
         from dftrain.generalize.faithful import load_checker
 
-        checker = load_checker(spacy_model)
+        checker = Locked(load_checker(spacy_model), nlp_lock)
 
     def make_generalizer() -> Generalizer:
         engine = backend_instance or load_backend(backend, model, **(backend_options or {}))
@@ -401,7 +405,8 @@ def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str =
 
     return run_stage(in_dir, out_dir, settings=settings, make_generalizer=make_generalizer, model_id=model_id,
                      scorer=scorer, rank=info.rank, world_size=info.world_size, strict=strict, overwrite=overwrite,
-                     command=command, progress=progress, dedup=DedupPlan(dedup, dedup_pass, dedup_parts))
+                     command=command, progress=progress, dedup=DedupPlan(dedup, dedup_pass, dedup_parts),
+                     overlap=overlap)
 
 
 def default_batch_size(backend: str, batch_size: int | None) -> int | None:
