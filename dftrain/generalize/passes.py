@@ -48,6 +48,9 @@ from dftrain.generalize.table import (
 log = logging.getLogger("dftrain.generalize")
 
 PASSES = ("collect", "generalize", "write")
+# Parts with fewer captions to ask than this are asked together (small inputs, or few changed captions):
+# the fallback chain's batches stay full. Memory stays bounded by this many captions beyond one part.
+GROUP_CAPTIONS = 512
 
 
 class TableIncomplete(DftrainError):
@@ -171,14 +174,6 @@ class _PartJob:
         self.texts = [table[k][0] for k in self.todo]
         self.advanced = 0
 
-    def on_batch(self, advance: Callable[[int], None]) -> Callable[[list[int]], None]:
-        def done(indices: list[int]) -> None:
-            n = sum(self.table[self.todo[i]][1] for i in indices)
-            self.advanced += n
-            advance(n)
-
-        return done
-
     def finish(self, results: list, score: Callable[[list[str], list], list[dict]], llm: Callable[[], dict],
                advance: Callable[[int], None], written: list[str]) -> None:
         from dftrain.shards import sha256_file
@@ -196,6 +191,34 @@ class _PartJob:
             "seconds": round(time.perf_counter() - self.started, 3)})
         written.append(name)
         advance(_count(self.table) - self.advanced)
+
+
+def _ask_group(group: list[_PartJob], generalize: Callable, background: Background, score: Callable,
+               llm: Callable[[], dict], advance: Callable[[int], None], written: list[str]) -> None:
+    """One fallback-chain call over the captions of several parts; their scoring and files follow in the
+    background, as one job (so the next group's LLM work does not wait for them)."""
+    owners = [(job, i) for job in group for i in range(len(job.todo))]
+
+    def on_batch(indices: list[int]) -> None:
+        n = 0
+        for index in indices:
+            job, i = owners[index]
+            weight = job.table[job.todo[i]][1]
+            job.advanced += weight
+            n += weight
+        advance(n)
+
+    results = generalize([t for job in group for t in job.texts], on_batch)
+    slices, start = [], 0
+    for job in group:
+        slices.append((job, results[start:start + len(job.todo)]))
+        start += len(job.todo)
+
+    def finish_all() -> None:
+        for job, part_results in slices:
+            job.finish(part_results, score, llm, advance, written)
+
+    background.submit(finish_all)
 
 
 def _part_is_done(out_dir: Path, part: int, receipt: dict | None, key: dict, runs: str) -> bool:
@@ -226,6 +249,7 @@ def generalize_pass(out_dir: Path, shards: list, parts_todo: list[int], *, parts
     run_paths = {name: runs_dir(out_dir) / f"{name}.jsonl" for name in runs}
     total = sum(r["part_samples"][p] for r in runs.values() for p in parts_todo)
     # The bar counts samples whose caption is in these parts.
+    group: list[_PartJob] = []  # small parts asked together: fuller batches, the same answers
     with progress_bar(progress and rank == 0, total) as advance, Background(overlap) as background:
         for part in parts_todo:
             table = merge_part(read_run_part(run_paths[name], r["offsets"], part) for name, r in runs.items())
@@ -243,8 +267,12 @@ def generalize_pass(out_dir: Path, shards: list, parts_todo: list[int], *, parts
             if not job.todo:  # nothing to ask or score: written here, without waiting for the background job
                 job.finish([], score, llm, advance, report["written"])
                 continue
-            results = generalize(job.texts, job.on_batch(advance))
-            background.submit(job.finish, results, score, llm, advance, report["written"])
+            group.append(job)
+            if sum(len(j.todo) for j in group) >= GROUP_CAPTIONS:
+                _ask_group(group, generalize, background, score, llm, advance, report["written"])
+                group = []
+        if group:
+            _ask_group(group, generalize, background, score, llm, advance, report["written"])
     log.info("rank %d: generalize: %d part(s) written (%d captions asked, %d kept from earlier), %d already there",
              rank, len(report["written"]), report["asked"], report["reused"], len(report["skipped_done"]))
     return report
