@@ -17,6 +17,7 @@ DTYPES = ("float32", "bfloat16", "float16", "auto")
 SCORE_MODES = ("auto", "on", "off")
 DEDUP_MODES = ("global", "shard")
 DEDUP_PASSES = ("all", "collect", "generalize", "write")
+ENGINES = ("local", "ray")
 DEFAULT_BATCH_SIZE = 32  # transformers / embedded; vLLM gets a whole part at once (it schedules itself)
 
 
@@ -62,6 +63,10 @@ class GeneralizeOptions(Options):
     dedup_parts: Integer = option(64, "With --dedup global: the caption table is cut into this many parts (the "
                                   "unit of LLM work, of the rank split and of resume; memory is bounded by one).",
                                   ge=1, le=65536)
+    engine: Literal[ENGINES] = option("local", "With --dedup global: run the generalize pass here, or on Ray "
+                                      "Data (one model per worker, parts handed to whichever is free; the `ray` "
+                                      "extra).")
+    ray_workers: Integer | None = option(None, "--engine ray: model workers (actors).", default_text="2", ge=1)
     rank: Integer | None = option(None, "This process's rank.", default_text="RANK or SLURM_PROCID, else 0", ge=0)
     world_size: Integer | None = option(None, "Number of ranks.", default_text="WORLD_SIZE or SLURM_NTASKS, else 1",
                                         ge=1)

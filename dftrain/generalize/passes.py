@@ -193,6 +193,27 @@ class _PartJob:
         advance(_count(self.table) - self.advanced)
 
 
+def load_part(out_dir: Path, part: int, runs: dict[str, dict], *, model_id: str, settings: dict
+              ) -> tuple[dict, dict, dict | None]:
+    """Part `part` of the table merged from every run, its work key and its receipt (None if none)."""
+    folder = runs_dir(out_dir)
+    table = merge_part(read_run_part(folder / f"{name}.jsonl", r["offsets"], part) for name, r in runs.items())
+    return table, part_key(table, model_id=model_id, settings=settings), part_receipt(out_dir, part)
+
+
+def generalize_one_part(out_dir: Path, part: int, runs: dict[str, dict], digest: str, *, model_id: str,
+                        settings: dict, generalize: Callable, score: Callable, llm: Callable[[], dict]) -> dict:
+    """The whole work of one part in this thread (what each Ray worker does per part); returns counts."""
+    table, key, receipt = load_part(out_dir, part, runs, model_id=model_id, settings=settings)
+    counts = {"part": part, "unique_captions": len(table), "samples": _count(table), "asked": 0, "written": 0}
+    if _part_is_done(out_dir, part, receipt, key, digest):
+        return counts
+    job = _PartJob(out_dir, part, table, key, digest, receipt)
+    results = generalize(job.texts, None) if job.todo else []
+    job.finish(results, score, llm, lambda n: None, [])
+    return {**counts, "asked": len(job.todo), "written": 1}
+
+
 def _ask_group(group: list[_PartJob], generalize: Callable, background: Background, score: Callable,
                llm: Callable[[], dict], advance: Callable[[int], None], written: list[str]) -> None:
     """One fallback-chain call over the captions of several parts; their scoring and files follow in the
@@ -246,15 +267,12 @@ def generalize_pass(out_dir: Path, shards: list, parts_todo: list[int], *, parts
     digest = runs_digest(runs)
     parts_dir(out_dir).mkdir(parents=True, exist_ok=True)
     report = {"written": [], "skipped_done": [], "asked": 0, "reused": 0, "unique_captions": 0, "samples": 0}
-    run_paths = {name: runs_dir(out_dir) / f"{name}.jsonl" for name in runs}
     total = sum(r["part_samples"][p] for r in runs.values() for p in parts_todo)
     # The bar counts samples whose caption is in these parts.
     group: list[_PartJob] = []  # small parts asked together: fuller batches, the same answers
     with progress_bar(progress and rank == 0, total) as advance, Background(overlap) as background:
         for part in parts_todo:
-            table = merge_part(read_run_part(run_paths[name], r["offsets"], part) for name, r in runs.items())
-            key = part_key(table, model_id=model_id, settings=settings)
-            receipt = part_receipt(out_dir, part)
+            table, key, receipt = load_part(out_dir, part, runs, model_id=model_id, settings=settings)
             report["unique_captions"] += len(table)
             report["samples"] += _count(table)
             if _part_is_done(out_dir, part, receipt, key, digest):

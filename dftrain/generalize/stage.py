@@ -147,7 +147,8 @@ class DedupPlan:
 def run_stage(in_dir: str | Path, out_dir: str | Path, *, settings: StageSettings,
               make_generalizer: Callable[[], Generalizer], model_id: str, scorer=None, rank: int = 0,
               world_size: int = 1, strict: bool = False, overwrite: bool = False, command: str = "",
-              progress: bool = True, dedup: DedupPlan = DedupPlan(), overlap: bool = True) -> StageReport:
+              progress: bool = True, dedup: DedupPlan = DedupPlan(), overlap: bool = True,
+              ray: dict | None = None) -> StageReport:
     """Generalize this rank's shards of `in_dir` into `out_dir`; see the module docstring.
 
     `model_id` is the model's identity (receipts.model_identity). `make_generalizer` is called
@@ -172,7 +173,7 @@ def run_stage(in_dir: str | Path, out_dir: str | Path, *, settings: StageSetting
     with claim_output(out_dir, "generalize", overwrite=overwrite, scope=f"rank{rank}", temp_patterns=temp_files):
         run = _Run(in_dir, out_dir, shards, mine, settings=settings, make_generalizer=make_generalizer,
                    model_id=model_id, scorer=scorer, rank=rank, world_size=world_size, strict=strict,
-                   command=command, progress=progress, dedup=dedup, overlap=overlap)
+                   command=command, progress=progress, dedup=dedup, overlap=overlap, ray=ray)
         return run.run(overwrite=overwrite, parts=parts)
 
 
@@ -181,12 +182,14 @@ class _Run:
 
     def __init__(self, in_dir: Path, out_dir: Path, shards: list, mine: list, *, settings: StageSettings,
                  make_generalizer: Callable[[], Generalizer], model_id: str, scorer, rank: int, world_size: int,
-                 strict: bool, command: str, progress: bool, dedup: DedupPlan, overlap: bool = True):
+                 strict: bool, command: str, progress: bool, dedup: DedupPlan, overlap: bool = True,
+                 ray: dict | None = None):
         self.in_dir, self.out_dir, self.shards, self.mine = in_dir, out_dir, shards, mine
         self.settings, self.make_generalizer, self.model_id, self.scorer = settings, make_generalizer, model_id, scorer
         self.rank, self.world_size, self.strict, self.command, self.progress = rank, world_size, strict, command, progress
         self.dedup = dedup
         self.overlap = overlap
+        self.ray = ray  # {"workers", "options"}: the generalize pass on Ray Data (ray_runner.py)
         self.report = StageReport(rank, world_size, assigned=[s.name for s in mine])
         self.keys = {s.name: work_key(input_sha256=s.sha256, model=model_id, settings=settings.to_dict())
                      for s in mine}
@@ -289,7 +292,13 @@ class _Run:
         if "collect" in passes:
             self.report.passes["collect"] = table_passes.collect_pass(
                 self.in_dir, self.out_dir, self.mine, strict=self.strict, rank=self.rank, **common)
-        if "generalize" in passes:
+        if "generalize" in passes and self.ray is not None:
+            from dftrain.generalize.ray_runner import generalize_pass_ray
+
+            self.report.passes["generalize"] = generalize_pass_ray(
+                self.out_dir, self.shards, parts, model_id=self.model_id, settings=settings,
+                options=self.ray["options"], workers=self.ray["workers"], **common)
+        elif "generalize" in passes:
             def generalize(texts: list[str], on_batch) -> list:
                 return self.generalizer().generalize(texts, on_batch=on_batch) if texts else []
 
@@ -343,21 +352,24 @@ def load_optional_scorer(mode: str = "auto"):
         return None
 
 
-def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str = "embedded",
-                      model: str | None = None, backend_options: dict | None = None, batch_size: int | None = None,
-                      max_words: int = 4, fallback: str = "retry,rule,original", prompt_template: str | None = None,
-                      few_shot: str | Path | None = None, target_generality: float | None = None, rounds: int = 2,
-                      max_input_chars: int = 512, score: str = "auto", rank: int | None = None,
-                      world_size: int | None = None, strict: bool = False, overwrite: bool = False,
-                      command: str = "", progress: bool = True, backend_instance=None,
-                      faithful: bool = True, spacy_model: str | None = None, dedup: str = "global",
-                      dedup_pass: str = "all", dedup_parts: int = 64, overlap: bool = True) -> StageReport:
-    """The whole stage from plain options (what `dftrain generalize` calls).
+@dataclass
+class PreparedStage:
+    """What the options decide before any shard is read: the settings, the model's identity, the scorer
+    and how to build the generalizer (called only when there is LLM work)."""
 
-    `backend_instance` replaces loading a backend by name (tests, embedding in other code); `overlap=False`
-    scores and writes in the LLM's thread (for comparisons).
-    """
-    from dftrain.distributed import rank_info
+    settings: StageSettings
+    model_id: str
+    scorer: Any
+    make_generalizer: Callable[[], Generalizer]
+
+
+def prepare_stage(*, backend: str = "embedded", model: str | None = None, backend_options: dict | None = None,
+                  batch_size: int | None = None, max_words: int = 4, fallback: str = "retry,rule,original",
+                  prompt_template: str | None = None, few_shot: str | Path | None = None,
+                  target_generality: float | None = None, rounds: int = 2, max_input_chars: int = 512,
+                  score: str = "auto", backend_instance=None, faithful: bool = True,
+                  spacy_model: str | None = None) -> PreparedStage:
+    """Check the options and load what every process of the stage needs (a Ray worker calls it too)."""
     from dftrain.generalize.backends import BACKEND_NAMES, load_backend
     from dftrain.generalize.embedded import find_embedded_gguf
     from dftrain.generalize.generalizer import parse_fallback
@@ -372,10 +384,6 @@ def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str =
         raise ConfigError("--rounds must be >= 0")
     chain = parse_fallback(fallback)
     spec = make_prompt_spec(backend, prompt_template=prompt_template, few_shot=few_shot, max_words=max_words)
-    try:
-        info = rank_info(rank, world_size)
-    except ValueError as exc:
-        raise ConfigError(str(exc)) from exc
     # spaCy and WordNet are shared by the checker and the scorer, and used from two threads (overlap.py).
     nlp_lock = threading.Lock()
     scorer = load_optional_scorer("on" if target_generality is not None else score)
@@ -403,10 +411,37 @@ def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, backend: str =
                            max_input_chars=max_input_chars,
                            scorer=scorer, target_generality=target_generality, rounds=rounds, faithful=checker)
 
-    return run_stage(in_dir, out_dir, settings=settings, make_generalizer=make_generalizer, model_id=model_id,
-                     scorer=scorer, rank=info.rank, world_size=info.world_size, strict=strict, overwrite=overwrite,
-                     command=command, progress=progress, dedup=DedupPlan(dedup, dedup_pass, dedup_parts),
-                     overlap=overlap)
+    return PreparedStage(settings, model_id, scorer, make_generalizer)
+
+
+def generalize_shards(in_dir: str | Path, out_dir: str | Path, *, rank: int | None = None,
+                      world_size: int | None = None, strict: bool = False, overwrite: bool = False,
+                      command: str = "", progress: bool = True, dedup: str = "global", dedup_pass: str = "all",
+                      dedup_parts: int = 64, overlap: bool = True, engine: str = "local",
+                      ray_workers: int | None = None, **options) -> StageReport:
+    """The whole stage from plain options (what `dftrain generalize` calls); `options` are those of
+    prepare_stage (backend, model, batch_size, ...).
+
+    `backend_instance` replaces loading a backend by name (tests, embedding in other code); `overlap=False`
+    scores and writes in the LLM's thread (for comparisons). `engine="ray"` runs the generalize pass of
+    --dedup global on Ray Data (ray_runner.py), one model per worker.
+    """
+    from dftrain.distributed import rank_info
+
+    try:
+        info = rank_info(rank, world_size)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from exc
+    if engine == "ray":
+        from dftrain.generalize.ray_runner import check_ray
+
+        check_ray(dedup=dedup, world_size=info.world_size, backend_instance=options.get("backend_instance"))
+    prepared = prepare_stage(**options)
+    ray = {"workers": ray_workers, "options": options} if engine == "ray" else None
+    return run_stage(in_dir, out_dir, settings=prepared.settings, make_generalizer=prepared.make_generalizer,
+                     model_id=prepared.model_id, scorer=prepared.scorer, rank=info.rank, world_size=info.world_size,
+                     strict=strict, overwrite=overwrite, command=command, progress=progress,
+                     dedup=DedupPlan(dedup, dedup_pass, dedup_parts), overlap=overlap, ray=ray)
 
 
 def default_batch_size(backend: str, batch_size: int | None) -> int | None:
@@ -445,4 +480,4 @@ def run_from_options(opts, *, command: str = "") -> StageReport:
         rounds=opts.rounds, max_input_chars=opts.max_input_chars, score=opts.score, rank=opts.rank,
         world_size=opts.world_size, strict=opts.strict, overwrite=opts.overwrite, command=command,
         progress=opts.progress, faithful=opts.faithful, dedup=opts.dedup, dedup_pass=opts.dedup_pass,
-        dedup_parts=opts.dedup_parts)
+        dedup_parts=opts.dedup_parts, engine=opts.engine, ray_workers=opts.ray_workers)
