@@ -37,24 +37,31 @@ def receipt_path(out_dir: Path, shard_name: str) -> Path:
     return out_dir / RECEIPT_DIR / f"{shard_name}.json"
 
 
-def read_receipt(out_dir: Path, shard_name: str) -> dict | None:
-    path = receipt_path(out_dir, shard_name)
+def read_json_receipt(path: Path) -> dict | None:
+    """A receipt file's content, or None when it is missing or unreadable (the work is then redone)."""
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        log.warning("ignoring unreadable receipt %s (the shard will be redone)", path)
+        log.warning("ignoring unreadable receipt %s (its work will be redone)", path)
         return None
     return data if isinstance(data, dict) else None
 
 
-def write_receipt(out_dir: Path, shard_name: str, data: dict) -> None:
+def write_json_receipt(path: Path, data: dict) -> None:
     from dftrain.files import atomic_write_bytes
 
-    path = receipt_path(out_dir, shard_name)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def read_receipt(out_dir: Path, shard_name: str) -> dict | None:
+    return read_json_receipt(receipt_path(out_dir, shard_name))
+
+
+def write_receipt(out_dir: Path, shard_name: str, data: dict) -> None:
+    write_json_receipt(receipt_path(out_dir, shard_name), data)
 
 
 def model_identity(path: str | Path | None = None, *, stand_in: str | None = None) -> str:
@@ -107,6 +114,14 @@ def shard_is_done(out_dir: Path, shard_name: str, key: dict, *, verify_sha: bool
     return True
 
 
+def _table_summary(out_dir: Path, parts: int | None) -> dict | None:
+    if parts is None:
+        return None
+    from dftrain.generalize.passes import table_summary
+
+    return table_summary(out_dir, parts)
+
+
 def input_shards(in_dir: Path) -> list:
     """The input manifest's shard list (ShardInfo) in order."""
     from dftrain.shards import Manifest
@@ -114,7 +129,8 @@ def input_shards(in_dir: Path) -> list:
     return list(Manifest.load(in_dir).shards)
 
 
-def finalize(in_dir: Path, out_dir: Path, *, command: str = "", require_all: bool = True, write: bool = True) -> bool:
+def finalize(in_dir: Path, out_dir: Path, *, command: str = "", require_all: bool = True, write: bool = True,
+             table_parts: int | None = None) -> bool:
     """Write OUT/manifest.json when every input shard has a finished output shard made from its
     current content.
 
@@ -170,7 +186,8 @@ def finalize(in_dir: Path, out_dir: Path, *, command: str = "", require_all: boo
                "steps": dict(totals["steps"]), "skipped": dict(totals["skipped"]),
                "fallback_reasons": dict(totals["fallback_reasons"]),
                "unique_captions": sum(r.get("unique_captions", 0) for r in receipts.values()),
-               "generality_before_mean": wmean(0), "generality_after_mean": wmean(1)},
+               "generality_before_mean": wmean(0), "generality_after_mean": wmean(1),
+               "dedup": _table_summary(out_dir, table_parts)},
     )
     manifest.save(out_dir)
     return True
