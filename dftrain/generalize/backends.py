@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from dftrain.dtypes import torch_dtype
 from dftrain.errors import ConfigError, MissingDependencyError
 
 log = logging.getLogger("dftrain.generalize")
@@ -62,13 +63,7 @@ def _resolve_dtype(dtype: Any):
 
     if dtype is None or dtype == "auto":
         return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in table:
-        raise ConfigError(f"unknown dtype {dtype!r}; use one of {sorted(table)}")
-    return table[dtype]
+    return torch_dtype(dtype)
 
 
 def _resolve_device(device: str | None) -> str:

@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from dftrain.distributed import all_reduce_numbers
+from dftrain.dtypes import lower_precision_dtype
 from dftrain.errors import DftrainError
 from dftrain.files import atomic_write_text
 from dftrain.progress import start_progress
@@ -203,7 +204,7 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
 
     torch.manual_seed(cfg.seed)
     # Frozen encoders run in the training precision on GPUs; in fp32 on CPUs (bf16 convolutions are slow there).
-    frozen_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision, torch.float32) if on_cuda else torch.float32
+    frozen_dtype = lower_precision_dtype(cfg.precision) if on_cuda else torch.float32
     stored_text = bool(facts.get("stored_text", precomputed))
     components = load_components(cfg, precomputed=precomputed, device=device, frozen_dtype=frozen_dtype,
                                  stored_text=stored_text)
@@ -218,7 +219,7 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
     engine, _, _, _ = deepspeed.initialize(
         model=components.unet, model_parameters=trainable, config=ds_config, lr_scheduler=make_scheduler
     )
-    model_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision, torch.float32)
+    model_dtype = lower_precision_dtype(cfg.precision)
     ema = LocalEMA(engine.module, cfg.ema_decay) if cfg.ema else None
 
     # Per-rank seeds: every rank draws different noise, timesteps, flips and objects.
