@@ -199,9 +199,9 @@ def quality(backend, spec, scorer, captions: list[str], batch_size: int, target:
 def main(quick: bool = False, dedup_only: bool = False) -> dict:
     import torch
 
-    from dftrain.generalize.backends import load_backend
     from dftrain.generalize.generalizer import Generalizer
     from dftrain.generalize.prompts import make_prompt_spec
+    from dftrain.llm.backends import load_backend
     from dftrain.score import load_scorer
 
     torch.set_num_threads(1)

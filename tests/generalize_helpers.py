@@ -7,7 +7,7 @@ import json
 import types
 from pathlib import Path
 
-from dftrain.generalize.backends import TextBackend
+from dftrain.llm.backends import TextBackend
 
 
 def jpeg_bytes(seed: int, size: int = 8) -> bytes:

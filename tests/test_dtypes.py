@@ -25,7 +25,7 @@ def test_training_precision_maps_to_the_compute_dtype():
 
 def test_stages_use_the_shared_table():
     from dftrain.evaluate.generate import _torch_dtype
-    from dftrain.generalize.backends import _resolve_dtype
+    from dftrain.llm.backends import _resolve_dtype
 
     assert _torch_dtype("bf16", "cpu") is torch.bfloat16 and _resolve_dtype("bfloat16") is torch.bfloat16
     with pytest.raises(ConfigError, match="unknown --dtype 'half'"):

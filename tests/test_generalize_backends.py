@@ -6,7 +6,7 @@ import pytest
 from generalize_helpers import build_tiny_lm, make_fake_vllm
 
 from dftrain.errors import ConfigError, MissingDependencyError
-from dftrain.generalize.backends import (
+from dftrain.llm.backends import (
     TextBackend,
     TransformersBackend,
     VllmBackend,

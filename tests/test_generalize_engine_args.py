@@ -65,7 +65,7 @@ def test_known_keys_are_read_from_vllm_source_without_importing_it(tmp_path):
 def test_engine_args_reach_vllm_and_the_whole_part_goes_in_one_call(monkeypatch, tmp_path):
     fake = make_fake_vllm()
     monkeypatch.setitem(sys.modules, "vllm", fake)
-    monkeypatch.setattr("dftrain.generalize.backends._cuda_available", lambda: True)
+    monkeypatch.setattr("dftrain.llm.backends._cuda_available", lambda: True)
     model = tmp_path / "model"
     model.mkdir()
     (model / "config.json").write_text("{}")

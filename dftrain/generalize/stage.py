@@ -379,10 +379,10 @@ def prepare_stage(*, backend: str = "embedded", model: str | None = None, backen
                   score: str = "auto", backend_instance=None, faithful: bool = True,
                   spacy_model: str | None = None) -> PreparedStage:
     """Check the options and load what every process of the stage needs (a Ray worker calls it too)."""
-    from dftrain.generalize.backends import BACKEND_NAMES, load_backend
-    from dftrain.generalize.embedded import find_embedded_gguf
     from dftrain.generalize.generalizer import parse_fallback
     from dftrain.generalize.prompts import make_prompt_spec
+    from dftrain.llm.backends import BACKEND_NAMES, load_backend
+    from dftrain.llm.embedded import find_embedded_gguf
     from dftrain.shards.limits import current_limits
 
     if backend_instance is None and backend not in BACKEND_NAMES:

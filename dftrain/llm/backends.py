@@ -101,7 +101,7 @@ class TransformersBackend(TextBackend):
         if path.is_file():
             if path.suffix != ".gguf":
                 raise ConfigError(f"{path} is a file but not a .gguf file; pass a model folder or a GGUF file")
-            from dftrain.generalize.embedded import load_gguf
+            from dftrain.llm.embedded import load_gguf
 
             self.model, self.tokenizer = load_gguf(path, self.dtype)
         else:
@@ -238,7 +238,7 @@ class EmbeddedBackend(TransformersBackend):
     name = "embedded"
 
     def __init__(self, model: str | Path | None = None, **opts):
-        from dftrain.generalize.embedded import EMBEDDED_MODEL_ID, embedded_model_dir
+        from dftrain.llm.embedded import EMBEDDED_MODEL_ID, embedded_model_dir
 
         folder = Path(model) if model else embedded_model_dir()
         opts.setdefault("model_id", EMBEDDED_MODEL_ID if model is None else Path(model).name)
@@ -314,13 +314,13 @@ def load_backend(name: str, model: str | Path | None = None, **opts) -> TextBack
         return EmbeddedBackend(model, **opts)
     if name == "transformers":
         if model is None:
-            from dftrain.generalize.embedded import embedded_model_dir
+            from dftrain.llm.embedded import embedded_model_dir
 
             model = embedded_model_dir()
         return TransformersBackend(model, **opts)
     if name == "vllm":
         if model is None:
-            from dftrain.generalize.embedded import embedded_model_dir
+            from dftrain.llm.embedded import embedded_model_dir
 
             model = embedded_model_dir()
         return VllmBackend(model, **opts)
