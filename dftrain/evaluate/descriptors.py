@@ -193,7 +193,7 @@ class EmbeddedDescriptor:
 # ----------------------------------------------------------------------------------------------
 
 
-def _file_digest(path: Path) -> str:
+def weights_digest(path: Path) -> str:
     """Content digest of a weights file or folder (dftrain.fingerprint: every file's bytes, memoized)."""
     from dftrain.fingerprint import tree_sha256
 
@@ -262,7 +262,7 @@ class SSCDDescriptor:
         self.model, self.device = load_torchscript(path, device, "TorchScript file")
         self.mean, self.std = (np.array(v, dtype=np.float32) for v in SSCD_NORMS[norm])
         self.batch_size = batch_size
-        self.cache_id = f"sscd-{norm}-{_file_digest(path)}"
+        self.cache_id = f"sscd-{norm}-{weights_digest(path)}"
         self.dim = int(self.embed([Image.new("RGB", (224, 224))]).shape[1])
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
@@ -336,7 +336,7 @@ class SSCDOnnxDescriptor:
             raise MissingDependencyError(f"could not load the SSCD ONNX model {path}: {exc}") from exc
         self.input_name = self.session.get_inputs()[0].name
         self.batch_size = batch_size
-        self.cache_id = f"sscd-onnx-{_file_digest(path)}"
+        self.cache_id = f"sscd-onnx-{weights_digest(path)}"
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
@@ -378,7 +378,7 @@ class HFVisionDescriptor:
             raise MissingDependencyError(f"descriptor {kind}: could not load {path}: {exc}") from exc
         self.model = self.model.to(self.device).eval()
         self.batch_size = batch_size
-        self.cache_id = f"{kind}-{_file_digest(path)}"
+        self.cache_id = f"{kind}-{weights_digest(path)}"
         self.dim = int(self.embed([Image.new("RGB", (64, 64))]).shape[1])
 
     def _forward(self, pixel_values):
