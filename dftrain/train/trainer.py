@@ -1,7 +1,7 @@
 """The training loop: a DeepSpeed engine around the UNet only.
 
 Single node:   torchrun --standalone --nproc_per_node 8 -m dftrain train --config run.yaml
-               deepspeed --num_gpus 8 --module dftrain.train --config run.yaml
+               deepspeed --num_gpus 8 --module dftrain train --config run.yaml
 One process:   dftrain train --model M --shards S --objects O --out RUN
 (see launchers/ for multi-node and SLURM)
 """
