@@ -13,7 +13,6 @@ import io
 import itertools
 import json
 import logging
-import multiprocessing
 import os
 from collections import deque
 from collections.abc import Callable, Iterable, Iterator
@@ -24,6 +23,7 @@ from typing import Any
 
 from dftrain.errors import ConfigError
 from dftrain.outputs import check_output_folder, claim_output
+from dftrain.processes import worker_context
 from dftrain.shards.limits import Limits, current_limits
 from dftrain.shards.manifest import ShardError
 from dftrain.shards.reader import SkipStats
@@ -224,8 +224,7 @@ def convert_images(paths: Iterable[Path], workers: int = 1, limits: Limits | Non
     if workers <= 1:
         yield from (_convert(path, limits) for path in paths)
         return
-    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
         remaining = iter(paths)
         pending = deque(pool.submit(_convert, path, limits) for path in itertools.islice(remaining, workers * 8))
         while pending:
