@@ -84,9 +84,9 @@ def run_chain(backend, spec, scorer, rows: list[dict], checker) -> dict:
 def main(quick: bool = False, heldout: bool = False, fresh: bool = False) -> dict:
     import torch
 
-    from dftrain.generalize.backends import load_backend
     from dftrain.generalize.faithful import load_checker
     from dftrain.generalize.prompts import make_prompt_spec
+    from dftrain.llm.backends import load_backend
     from dftrain.score import load_scorer
 
     torch.set_num_threads(1)

@@ -1,12 +1,17 @@
 """Caption generalization with the embedded model (SmolLM2-135M, CPU): speed and quality.
 
-    .venv/bin/python -m benchmarks.bench_generalize [--quick]
+    .venv/bin/python -m benchmarks.bench_generalize [--quick] [--dedup-only]
 
 Speed (captions/s, greedy fp32, one process):
 - the same unique captions at batch 1, 8 and 32 (shared few-shot prefix KV cache on), and at
   batch 8 with the prefix cache off;
 - a LAION-like shard with repeated captions: dftrain's path (in-shard dedup + batch 32)
   against the baseline, one caption at a time for every sample, run side by side.
+Scale (--dedup-only runs just this): a LAION-like set of 2,000 captions in 10 shards of 200, drawn with
+Zipf(1.0) repetition from 500 distinct synthetic captions (re-uploads within and across shards), through the
+whole stage (generalize_shards, fallback chain, shard IO): --dedup global vs --dedup shard, both batch 32,
+vs one caption at a time for every sample (its rate measured on the first 60 samples: it reuses nothing,
+so its rate does not depend on the set); dedup ratios; whether both dedup modes wrote the same bytes.
 Quality, through the whole chain (LLM, retry, rule-based fallback):
 - 100 synthetic specific captions (dftrain.synthetic) and 40 hand-written LAION-like ones:
   mean generality score before/after (dftrain.score), share of outputs under 5 words,
@@ -82,6 +87,76 @@ def shard_captions(n: int) -> list[str]:
     return [s["txt"] for s in synthetic_train_samples(n, 32, 0.4, seed=11)]
 
 
+def laion_like_shards(samples: int, shards: int, pool: int, seed: int = 5) -> list[list[str]]:
+    """`shards` shards of samples // shards captions, each drawn independently with Zipf(1.0) weights from
+    one pool of distinct synthetic captions: a few captions everywhere, a long tail seen once."""
+    import numpy as np
+
+    from dftrain.synthetic.dataset import synthetic_train_samples
+
+    distinct = list(dict.fromkeys(s["txt"] for s in synthetic_train_samples(pool, 32, 0.0, seed=21)))
+    weights = 1.0 / np.arange(1, len(distinct) + 1)
+    rng = np.random.default_rng(seed)
+    return [[distinct[i] for i in rng.choice(len(distinct), samples // shards, p=weights / weights.sum())]
+            for _ in range(shards)]
+
+
+class CountingBackend:
+    """Wraps a backend and counts the prompts it is given."""
+
+    def __init__(self, backend):
+        self.inner, self.prompts = backend, 0
+        self.name, self.model_id = backend.name, backend.model_id
+
+    def complete(self, prompts, **kwargs):
+        self.prompts += len(prompts)
+        return self.inner.complete(prompts, **kwargs)
+
+    def chat(self, conversations, **kwargs):
+        self.prompts += len(conversations)
+        return self.inner.chat(conversations, **kwargs)
+
+
+def dedup_at_scale(backend, spec, quick: bool) -> dict:
+    import tempfile
+
+    from dftrain.generalize.generalizer import Generalizer
+    from dftrain.generalize.stage import generalize_shards
+    from tests.generalize_helpers import write_input_shards
+
+    samples, n_shards, baseline_n = (400, 4, 16) if quick else (2000, 10, 60)
+    shards = laion_like_shards(samples, n_shards, 500)
+    flat = [c for shard in shards for c in shard]
+    result: dict = {"samples": len(flat), "shards": n_shards, "distinct_captions": len(set(flat)),
+                    "distinct_within_shards_summed": sum(len(set(s)) for s in shards)}
+    result["dedup_ratio_global"] = round(len(flat) / result["distinct_captions"], 2)
+    result["dedup_ratio_per_shard"] = round(len(flat) / result["distinct_within_shards_summed"], 2)
+    with tempfile.TemporaryDirectory() as tmp:
+        in_dir = write_input_shards(Path(tmp) / "in", shards)
+        tars = {}
+        for mode in ("global", "shard"):
+            counting = CountingBackend(backend)
+            started = time.perf_counter()
+            generalize_shards(in_dir, Path(tmp) / mode, backend="embedded", backend_instance=counting, batch_size=32,
+                              score="off", faithful=False, progress=False, rank=0, world_size=1, dedup=mode,
+                              dedup_parts=8)
+            seconds = time.perf_counter() - started
+            result[f"dedup_{mode}"] = {"seconds": round(seconds, 2), "llm_prompts": counting.prompts,
+                                       "captions_per_s": round(len(flat) / seconds, 3)}
+            tars[mode] = {p.name: p.read_bytes() for p in sorted((Path(tmp) / mode).glob("*.tar"))}
+        result["same_output_both_modes"] = tars["global"] == tars["shard"]
+    started = time.perf_counter()
+    Generalizer(backend, spec, batch_size=1).generalize(flat[:baseline_n])
+    baseline_rate = baseline_n / (time.perf_counter() - started)
+    result["one_at_a_time"] = {"measured_on_samples": baseline_n, "captions_per_s": round(baseline_rate, 3)}
+    for mode in ("global", "shard"):
+        result[f"speedup_{mode}_vs_one_at_a_time"] = round(result[f"dedup_{mode}"]["captions_per_s"] / baseline_rate,
+                                                           2)
+    result["speedup_global_vs_shard"] = round(result["dedup_shard"]["seconds"] / result["dedup_global"]["seconds"],
+                                              2)
+    return result
+
+
 def rate(backend, spec, captions: list[str], batch_size: int) -> dict:
     from dftrain.generalize.prompts import ask
 
@@ -121,12 +196,12 @@ def quality(backend, spec, scorer, captions: list[str], batch_size: int, target:
     }
 
 
-def main(quick: bool = False) -> dict:
+def main(quick: bool = False, dedup_only: bool = False) -> dict:
     import torch
 
-    from dftrain.generalize.backends import load_backend
     from dftrain.generalize.generalizer import Generalizer
     from dftrain.generalize.prompts import make_prompt_spec
+    from dftrain.llm.backends import load_backend
     from dftrain.score import load_scorer
 
     torch.set_num_threads(1)
@@ -137,6 +212,12 @@ def main(quick: bool = False) -> dict:
     spec = make_prompt_spec("embedded")
     result: dict = {"model": backend.model_id, "dtype": "float32", "threads": torch.get_num_threads(),
                     "quick": quick, "load_seconds": round(load_seconds, 2)}
+    if dedup_only:
+        previous = RESULTS / "generalize.json"
+        result = {**(json.loads(previous.read_text()) if previous.is_file() else {}), **result}
+        result["laion_like_dedup"] = dedup_at_scale(backend, spec, quick)
+        _save(result)
+        return result
 
     captions = LAION_LIKE[:unique_n]
     speed = {f"batch_{b}": rate(backend, spec, captions, b) for b in (1, 8, 32)}
@@ -182,6 +263,7 @@ def main(quick: bool = False) -> dict:
     result["quality_laion_like"] = quality(backend, spec, scorer, laion, 32)
     # Beyond the paper: re-ask (at most 2 rounds) for captions scoring below 7.
     result["quality_laion_like_target_7"] = quality(backend, spec, scorer, laion, 32, target=7.0)
+    result["laion_like_dedup"] = dedup_at_scale(backend, spec, quick)
     result["total_seconds"] = round(time.perf_counter() - started, 1)
     _save(result)
     return result
@@ -194,4 +276,4 @@ def _save(result: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv[1:])
+    main(quick="--quick" in sys.argv[1:], dedup_only="--dedup-only" in sys.argv[1:])

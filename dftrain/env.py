@@ -270,7 +270,7 @@ def probe_spacy() -> Component:
 
 
 def probe_embedded_llm() -> Component:
-    from dftrain.generalize.embedded import INSTALL_HINT, find_embedded_gguf
+    from dftrain.llm.embedded import INSTALL_HINT, find_embedded_gguf
 
     try:
         gguf = find_embedded_gguf()

@@ -19,12 +19,15 @@ import os
 from pathlib import Path
 from typing import Any
 
+from dftrain.files import atomic_write_text
+
 # Files smaller than this are hashed directly; larger ones through the memo.
 MEMO_MIN_BYTES = 1 << 20
 _CHUNK = 1 << 20
 
 
-def _hash_file(path: Path) -> str:
+def sha256_file(path: str | os.PathLike) -> str:
+    """Hex sha256 of a file's bytes, read in chunks (not memoized)."""
     digest = hashlib.sha256()
     with open(path, "rb") as handle:
         while chunk := handle.read(_CHUNK):
@@ -44,7 +47,7 @@ def file_sha256(path: str | os.PathLike) -> str:
     path = Path(path)
     stat = path.stat()
     if stat.st_size < MEMO_MIN_BYTES:
-        return _hash_file(path)
+        return sha256_file(path)
     memo = _memo_path(path, stat)
     try:
         known = memo.read_text(encoding="ascii").strip()
@@ -52,11 +55,9 @@ def file_sha256(path: str | os.PathLike) -> str:
             return known
     except (OSError, UnicodeDecodeError):
         pass
-    digest = _hash_file(path)
+    digest = sha256_file(path)
     try:
-        tmp = memo.with_name(f"{memo.name}.{os.getpid()}.tmp")
-        tmp.write_text(digest, encoding="ascii")
-        os.replace(tmp, memo)
+        atomic_write_text(memo, digest)
     except OSError:
         pass  # a read-only cache only costs a re-hash next time
     return digest

@@ -111,6 +111,10 @@ def option_flags(options: dict) -> list[str]:
             elif not name.startswith("no_"):  # a --no-x switch has no negative form: omitting it is False
                 flags.append("--no-" + name.replace("_", "-"))
             continue
+        if isinstance(value, list):  # a repeatable option (generalize --engine-arg)
+            for item in value:
+                flags += [flag, str(item)]
+            continue
         flags += [flag, str(value)]
     return flags
 

@@ -22,7 +22,6 @@ CAPTION_SOURCES = ("original", "generalized")
 FUSIONS = ("none", "latent", "caption", "dual")
 MODEL_SOURCES = ("tiny", "pipeline")
 ARCHITECTURES = ("tiny", "sd21")
-GENERALIZE_BACKENDS = ("embedded", "transformers", "vllm")
 TOP_LEVEL_KEYS = {"name", "description", "seeds", "variants", "data", "model", "generalize", "train", "generate",
                   "evaluate", "mitigations", "run", "custom_variants", "profiles"}
 REQUIRED_KEYS = ("seeds", "variants", "data", "model", "train", "generate")
@@ -171,7 +170,9 @@ def _number(problems: list[str], where: str, value: Any, *, lo: float, hi: float
         problems.append(f"{where}: must be {bound}, got {value!r}")
 
 
-def _options(problems: list[str], where: str, value: Any, reserved: set[str]) -> dict[str, Any]:
+def _options(problems: list[str], where: str, value: Any, reserved: set[str], *, lists: bool = False
+             ) -> dict[str, Any]:
+    """A stage's options as single values (`lists`: also lists of single values, for repeatable options)."""
     if value is None:
         return {}
     if not isinstance(value, dict):
@@ -182,11 +183,32 @@ def _options(problems: list[str], where: str, value: Any, reserved: set[str]) ->
         name = str(key).replace("-", "_")
         if name in reserved:
             problems.append(f"{where}.{key}: set by dftrain reproduce itself; remove it")
-        elif isinstance(item, dict | list):
+        elif isinstance(item, dict | list) and not (lists and isinstance(item, list)
+                                                    and not any(isinstance(i, dict | list) for i in item)):
             problems.append(f"{where}.{key}: expected a single value, got {type(item).__name__}")
         else:
             out[name] = item
     return out
+
+
+# `dftrain generalize` options the orchestrator sets itself (backend and model have their own keys).
+RESERVED_GENERALIZE_OPTIONS = {"shards", "out", "backend", "model", "finalize"}
+
+
+def check_generalize_section(problems: list[str], section: dict[str, Any]) -> dict[str, Any]:
+    """generalize: {backend, model, options}, typed like `dftrain generalize` itself (one definition)."""
+    from dftrain.generalize.options import GeneralizeOptions
+    from dftrain.options import check_values
+
+    unknown = set(section) - {"backend", "model", "options"}
+    if unknown:
+        problems.append(f"generalize: unknown key(s) {', '.join(sorted(unknown))}")
+    top = {k: section[k] for k in ("backend", "model") if section.get(k) is not None}
+    problems.extend(check_values(GeneralizeOptions, top, "generalize"))
+    options = _options(problems, "generalize.options", section.get("options"), RESERVED_GENERALIZE_OPTIONS,
+                       lists=True)
+    problems.extend(check_values(GeneralizeOptions, options, "generalize.options"))
+    return {**section, "options": options}
 
 
 def check_train_options(values: dict[str, Any], where: str) -> list[str]:
@@ -355,15 +377,7 @@ def load_experiment(path: str | Path, profile: str | None = None, *, seeds: str 
     model = _section(problems, merged, "model")
     _check_model(problems, model, data_section)
 
-    generalize = _section(problems, merged, "generalize")
-    if generalize.get("backend", "embedded") not in GENERALIZE_BACKENDS:
-        problems.append(f"generalize.backend: must be one of {', '.join(GENERALIZE_BACKENDS)}, "
-                        f"got {generalize.get('backend')!r}")
-    unknown = set(generalize) - {"backend", "model", "options"}
-    if unknown:
-        problems.append(f"generalize: unknown key(s) {', '.join(sorted(unknown))}")
-    generalize = {**generalize, "options": _options(problems, "generalize.options", generalize.get("options"),
-                                                    {"shards", "out", "backend", "model"})}
+    generalize = check_generalize_section(problems, _section(problems, merged, "generalize"))
 
     train = _section(problems, merged, "train")
     unknown = set(train) - {"ranks", "deepspeed", "options"}

@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # Exact command (several nodes, the deepspeed launcher over passwordless ssh, run on the first node):
-#   deepspeed --hostfile "$HOSTFILE" --master_addr "$MASTER_ADDR" --master_port "$PORT" --module dftrain.train --config "$CONFIG" --deepspeed ds_configs/zero3.json "$@"
+#   deepspeed --hostfile "$HOSTFILE" --master_addr "$MASTER_ADDR" --master_port "$PORT" --module dftrain train --config "$CONFIG" --deepspeed ds_configs/zero3.json "$@"
 #
 # Usage: HOSTFILE=launchers/hostfile.example CONFIG=run.yaml launchers/train_multi_node_hostfile.sh
 # The hostfile lists "hostname slots=GPUS" per node (see hostfile.example). Every node needs the
@@ -19,6 +19,6 @@ MASTER_ADDR=${MASTER_ADDR:-$(awk '!/^[[:space:]]*(#|$)/ {print $1; exit}' "$HOST
 if [[ -z "$MASTER_ADDR" ]]; then echo "error: no host line in $HOSTFILE" >&2; exit 1; fi
 PORT=${PORT:-29500}
 COMMAND=(deepspeed --hostfile "$HOSTFILE" --master_addr "$MASTER_ADDR" --master_port "$PORT"
-  --module dftrain.train --config "$CONFIG" --deepspeed "$DS_CONFIG" "$@")
+  --module dftrain train --config "$CONFIG" --deepspeed "$DS_CONFIG" "$@")
 if [[ -n "${DRY_RUN:-}" ]]; then printf '%q ' "${COMMAND[@]}"; echo; exit 0; fi  # DRY_RUN=1: print, do not run
 exec "${COMMAND[@]}"

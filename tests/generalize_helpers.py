@@ -4,9 +4,10 @@ from __future__ import annotations
 
 import io
 import json
+import types
 from pathlib import Path
 
-from dftrain.generalize.backends import TextBackend
+from dftrain.llm.backends import TextBackend
 
 
 def jpeg_bytes(seed: int, size: int = 8) -> bytes:
@@ -113,3 +114,41 @@ def build_tiny_lm(folder: Path, seed: int = 0) -> Path:
     model.save_pretrained(folder)
     (folder / "BUILT").write_text(json.dumps({"seed": seed}))
     return folder
+
+
+# --------------------------------------------------------------------------- vLLM stand-in
+
+
+class _Completion:
+    def __init__(self, text):
+        self.outputs = [types.SimpleNamespace(text=text, token_ids=[1, 2])]
+
+
+def make_fake_vllm():
+    """A module with vLLM's offline API shape: LLM(model, tensor_parallel_size, dtype), SamplingParams."""
+    module = types.ModuleType("vllm")
+    module.created = []
+
+    class SamplingParams:
+        def __init__(self, temperature=1.0, max_tokens=16, stop=None, **kwargs):
+            self.temperature, self.max_tokens, self.stop = temperature, max_tokens, stop
+
+    class LLM:
+        def __init__(self, model, tensor_parallel_size=1, dtype="auto", **kwargs):
+            self.model, self.tensor_parallel_size, self.dtype = model, tensor_parallel_size, dtype
+            self.kwargs = kwargs
+            self.calls = []
+            module.created.append(self)
+
+        def generate(self, prompts, sampling_params=None, use_tqdm=True):
+            assert isinstance(sampling_params, SamplingParams)
+            self.calls.append(("generate", list(prompts), sampling_params))
+            # Like vLLM: the text after the prompt, stopped before the stop string.
+            return [_Completion(f" general {i}") for i, _ in enumerate(prompts)]
+
+        def chat(self, messages, sampling_params=None, use_tqdm=True):
+            self.calls.append(("chat", messages, sampling_params))
+            return [_Completion(f"reply to {m[-1]['content']}") for m in messages]
+
+    module.LLM, module.SamplingParams = LLM, SamplingParams
+    return module

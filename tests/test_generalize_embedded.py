@@ -3,11 +3,11 @@
 import pytest
 from generalize_helpers import read_folder, write_input_shards
 
-from dftrain.generalize.backends import load_backend
 from dftrain.generalize.cleaning import validate
 from dftrain.generalize.generalizer import Generalizer
 from dftrain.generalize.prompts import make_prompt_spec
 from dftrain.generalize.stage import generalize_shards
+from dftrain.llm.backends import load_backend
 
 CAPTIONS = [
     "Canon EOS 5D Mark IV DSLR camera body with 24-70mm lens",

@@ -66,13 +66,13 @@ def test_finalize_refuses_shards_made_from_an_older_input(tmp_path):
     in_dir = write_input_shards(tmp_path / "in", CAPTIONS)
     out = tmp_path / "out"
     for rank in (0, 1):
-        run(in_dir, out, ScriptedBackend(echo), rank=rank, world_size=2)
+        run(in_dir, out, ScriptedBackend(echo), rank=rank, world_size=2, dedup="shard")
     write_input_shards(in_dir, [CAPTIONS[0], ["another mountain"], CAPTIONS[2]])  # rank 1's shard changes
-    report = run(in_dir, out, ScriptedBackend(echo), rank=0, world_size=2)
+    report = run(in_dir, out, ScriptedBackend(echo), rank=0, world_size=2, dedup="shard")
     assert report.written == [] and not report.manifest_written and not (out / "manifest.json").exists()
     with pytest.raises(DftrainError, match="older version"):
         finalize(in_dir, out, require_all=True)
-    assert run(in_dir, out, ScriptedBackend(echo), rank=1, world_size=2).manifest_written
+    assert run(in_dir, out, ScriptedBackend(echo), rank=1, world_size=2, dedup="shard").manifest_written
 
 
 def test_weights_identity_follows_content_not_path(tmp_path):

@@ -139,14 +139,25 @@ def test_resume_skips_finished_shards_and_redoes_damaged_ones(tmp_path):
     assert run(in_dir, out, backend, max_words=3, overwrite=True).written == sorted(digests)
 
 
-def test_two_ranks_cover_every_shard_exactly_once(tmp_path):
+@pytest.mark.parametrize("dedup", ["shard", "global"])
+def test_two_ranks_cover_every_shard_exactly_once(tmp_path, dedup):
     shards = [[f"caption {i} of shard {s}" for i in range(2)] for s in range(5)]
     in_dir = write_input_shards(tmp_path / "in", shards)
     out = tmp_path / "out"
-    first = run(in_dir, out, ScriptedBackend(), rank=0, world_size=2)
+    backend = ScriptedBackend()
+    if dedup == "global":  # each pass on every rank before the next one starts (what the launcher does)
+        for step in ("collect", "generalize"):
+            for rank in (0, 1):
+                report = run(in_dir, out, backend, rank=rank, world_size=2, dedup_pass=step, dedup_parts=4)
+                assert report.written == [] and not (out / "manifest.json").exists()
+        assert sorted(c for call in backend.calls for c in call) == sorted(c for s in shards for c in s)
+        options = {"dedup_pass": "write", "dedup_parts": 4}
+    else:
+        options = {"dedup": "shard"}
+    first = run(in_dir, out, backend, rank=0, world_size=2, **options)
     assert first.written == ["shard-000000.tar", "shard-000002.tar", "shard-000004.tar"]
     assert not first.manifest_written and not (out / "manifest.json").exists()
-    second = run(in_dir, out, ScriptedBackend(), rank=1, world_size=2)
+    second = run(in_dir, out, backend, rank=1, world_size=2, **options)
     assert second.written == ["shard-000001.tar", "shard-000003.tar"] and second.manifest_written
     manifest = json.loads((out / "manifest.json").read_text())
     assert [s["name"] for s in manifest["shards"]] == [f"shard-{i:06d}.tar" for i in range(5)]
@@ -158,10 +169,10 @@ def tiny_lm(tmp_path_factory):
     return build_tiny_lm(tmp_path_factory.mktemp("tiny-lm"))
 
 
-def cli(in_dir, out_dir, model, *extra, env=None):
+def cli(in_dir, out_dir, model, *extra, env=None, dedup="shard"):
     args = [sys.executable, "-m", "dftrain", "generalize", "--shards", str(in_dir), "--out", str(out_dir),
             "--backend", "transformers", "--model", str(model), "--score", "off", "--batch-size", "1",
-            "--no-progress", *extra]
+            "--no-progress", "--dedup", dedup, *extra]
     full_env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONPATH": str(REPO), **(env or {})}
     return subprocess.Popen(args, cwd=REPO, env=full_env, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
 
@@ -185,7 +196,7 @@ def test_sigkill_then_rerun_equals_an_uninterrupted_run(tmp_path, tiny_lm):
 
     # The re-run and the uninterrupted reference run in this process (same settings as the CLI).
     options = {"backend": "transformers", "model": str(tiny_lm), "score": "off", "batch_size": 1, "progress": False,
-               "rank": 0, "world_size": 1}
+               "rank": 0, "world_size": 1, "dedup": "shard"}
     rerun = generalize_shards(in_dir, killed, **options)
     assert len(rerun.skipped_done) == done_before and rerun.manifest_written
     generalize_shards(in_dir, clean, **options)
@@ -217,7 +228,7 @@ def test_two_rank_processes_from_the_environment(tmp_path, tiny_lm):
     assert json.loads((out / "manifest.json").read_text())["total_samples"] == 8
     (out / "manifest.json").unlink()
     finisher = subprocess.run([sys.executable, "-m", "dftrain", "generalize", "--shards", str(in_dir), "--out",
-                               str(out), "--finalize"], cwd=REPO, capture_output=True, text=True)
+                               str(out), "--finalize", "--dedup", "shard"], cwd=REPO, capture_output=True, text=True)
     assert finisher.returncode == 0, finisher.stderr
     assert json.loads((out / "manifest.json").read_text())["total_samples"] == 8
     assert sorted(read_folder(out)) == sorted(read_folder(in_dir))

@@ -83,6 +83,13 @@ def test_seeds_and_variants_from_the_command_line(tmp_path):
         (lambda d: d.update(custom_variants={"x": {"train": {"w_lat": 2}}}, variants=["baseline", "x"]),
          "variant x.train.w_lat: Input should be less than or equal to 1, got 2"),
         (lambda d: d["train"]["options"].update(fusion="dual"), "set by dftrain reproduce itself"),
+        # generalize.options typed as `dftrain generalize` types them (the same GeneralizeOptions model)
+        (lambda d: d.update(generalize={"backend": "gpt"}), "generalize.backend: Input should be 'embedded'"),
+        (lambda d: d.update(generalize={"options": {"batch_size": 0}}),
+         "generalize.options.batch_size: Input should be greater than or equal to 1, got 0"),
+        (lambda d: d.update(generalize={"options": {"no_such": 1}}), "generalize.options: unknown option 'no_such'"),
+        (lambda d: d.update(generalize={"options": {"faithful": "yes"}}), "generalize.options.faithful"),
+        (lambda d: d.update(generalize={"options": {"out": "x"}}), "generalize.options.out: set by dftrain"),
         (lambda d: d["data"].update(dup_fraction=1.0), "data.dup_fraction"),
         (lambda d: d["data"].pop("n"), "data.n is required"),
         (lambda d: d["model"].update(resolution=36), "multiple of 8"),
@@ -168,6 +175,20 @@ def test_option_flags():
     assert option_flags({"micro_batch_size": 8, "ema": False, "progress": True, "no_cache": True,
                          "skip": None}) == ["--micro-batch-size", "8", "--no-ema", "--progress", "--no-cache"]
     assert option_flags({"no_cache": False}) == []
+    # a repeatable option (generalize --engine-arg) from a list in the experiment file
+    assert option_flags({"engine_arg": ["max_model_len=64", "seed=1"]}) == [
+        "--engine-arg", "max_model_len=64", "--engine-arg", "seed=1"]
+
+
+def test_generalize_engine_args_in_an_experiment_file_reach_the_stage_command(tmp_path):
+    data = _minimal()
+    data["generalize"] = {"backend": "vllm", "options": {"engine_arg": ["max_model_len=64"]}}
+    plan = build_plan(load_experiment(_write(tmp_path, data)), tmp_path / "out")
+    (stage,) = [s for s in plan.setup if s.name == "generalize"]
+    assert stage.args[-2:] == ["--engine-arg", "max_model_len=64"]
+    data["generalize"] = {"options": {"engine_arg": [{"a": 1}]}}
+    with pytest.raises(ConfigError, match="generalize.options.engine_arg: expected a single value"):
+        load_experiment(_write(tmp_path, data))
 
 
 def test_pipeline_folder_check(tmp_path):

@@ -180,3 +180,54 @@ def test_the_caption_fusion_uses_the_drawn_synonym(components, tmp_path):
 
     assert len(set(states_by_label("synonym"))) > 1
     assert set(states_by_label("first")) == {"tabby"}
+
+
+class RecordingUNet:
+    """Stands in for the DeepSpeed engine around the UNet: keeps what the training step feeds it."""
+
+    def __call__(self, latents, timesteps, encoder_hidden_states):
+        self.latents, self.timesteps, self.states = latents, timesteps, encoder_hidden_states
+        return SimpleNamespace(sample=torch.zeros_like(latents, requires_grad=True))
+
+    def backward(self, loss):
+        self.loss = loss
+
+    def step(self):
+        pass
+
+
+def test_the_unet_gets_the_fused_latent_and_the_caption_of_the_same_drawn_object(components, tmp_path):
+    """Dual fusion inside a training step: the UNet receives noise added to (1 - w_lat) z + w_lat z_o,
+    and the caption states are fused with the label of that same object."""
+    from dftrain.train import fusion
+    from dftrain.train.data import ObjectBank
+    from dftrain.train.models import encode_token_ids, tokenize
+    from dftrain.train.trainer import forward_backward
+
+    bank = ObjectBank(write_bank(tmp_path / "bank", {"goldfish": [], "tabby": [], "lighthouse": []}, per_class=2),
+                      precomputed=False, resolution=32)
+    examples = [{"pixels": bank.pixels(torch.tensor([0]))[0], "caption": "a photo", "captions": ["a photo"]}] * 8
+
+    def step(w_lat):
+        builder = builder_for(components, bank, seed=11, fusion="dual", w_lat=w_lat, w_emb=0.5, object_label="first",
+                              object_latent="mean", object_flip=False, object_cache_mb=0)
+        unet = RecordingUNet()
+        forward_backward(unet, builder, examples, torch.device("cpu"), torch.float32)
+        return unet, builder
+
+    low, builder = step(0.1)
+    high, same_draws = step(0.6)
+    objects = builder.last_objects
+    assert torch.equal(objects, same_draws.last_objects) and len(set(bank.class_ids[objects].tolist())) > 1
+    z, z_obj = builder.last_clean_latents, builder.last_object_latents
+    mean, _ = builder.encode_posterior(bank.pixels(objects))
+    assert torch.allclose(z_obj, mean, atol=1e-5)  # z_o is the drawn objects' own latents
+    # Same draws, other weight: the UNet inputs differ by sqrt(alpha_bar_t) (w2 - w1) (z_o - z), nothing else.
+    assert torch.equal(low.timesteps, high.timesteps)
+    alpha_bar = components.noise_scheduler.alphas_cumprod[low.timesteps].float().sqrt().view(-1, 1, 1, 1)
+    assert torch.allclose(high.latents - low.latents, alpha_bar * 0.5 * (z_obj - z), atol=1e-4)
+    caption = encode_token_ids(components.text_encoder, tokenize(components.tokenizer, ["a photo"])).float()
+    for row, obj in zip(low.states, objects.tolist(), strict=True):
+        label = bank.labels[int(bank.label_start[bank.class_ids[obj]])]
+        phrase = encode_token_ids(components.text_encoder, tokenize(components.tokenizer, [fusion.object_phrase(label)]))
+        assert torch.allclose(row, fusion.embed_add(caption, phrase.float(), 0.5)[0], atol=1e-5), label

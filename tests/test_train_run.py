@@ -99,6 +99,17 @@ def test_deepspeed_launcher_local_rank_is_stripped():
     assert split_local_rank(["--steps", "2"]) == (["--steps", "2"], None)
 
 
+def test_the_deepspeed_launchers_command_shape_reaches_train():
+    """`deepspeed --module dftrain train ...` runs `python -u -m dftrain --local_rank=N train ...`
+    (deepspeed/launcher/launch.py): the rank flag comes before the subcommand."""
+    import subprocess
+    import sys
+
+    shown = subprocess.run([sys.executable, "-u", "-m", "dftrain", "--local_rank=1", "train", "--help"],
+                           capture_output=True, text=True, timeout=120)
+    assert shown.returncode == 0 and "--micro-batch-size" in shown.stdout, shown.stderr[-2000:]
+
+
 def test_precompute_rerun_skips_finished_shards_and_redoes_changed_ones(assets, tmp_path, caplog):
     import logging
 

@@ -19,7 +19,8 @@ def evaluate(
     descriptor: str = typer.Option("embedded", help="Copy descriptor: embedded | sscd | dino | clip."),
     weights: Path | None = typer.Option(None, help="Descriptor weights: SSCD TorchScript file, or DINO/CLIP folder."),
     threshold: float | None = typer.Option(
-        None, help="Copy threshold for frac_above_0_5 (default: the descriptor's documented one, 0.5 for SSCD)."),
+        None, help="Copy threshold for frac_above_threshold (default: the descriptor's documented one: 0.5 for "
+                   "SSCD, 0.7 for embedded); frac_above_0_5 always uses the paper's 0.5."),
     inception: Path | None = typer.Option(
         None, help="Inception TorchScript file for FID (else $DFTRAIN_INCEPTION; FID is null without one)."),
     search: str = typer.Option("exact", help="Retrieval: exact (chunked IndexFlatIP) or ivf."),
@@ -72,8 +73,9 @@ def evaluate(
         return
     typer.echo(
         f"{report['n_generations']} generations vs {report['n_train']} training images ({report['descriptor']}): "
-        f"sim_p95 {report['sim_p95']:.4f}, frac_above {report['frac_above_0_5']:.4f} "
-        f"(threshold {report['threshold']:g}), bg_sim_p95 {_f(report['bg_sim_p95'])}, "
+        f"sim_p95 {report['sim_p95']:.4f}, frac_above_0_5 {report['frac_above_0_5']:.4f}, "
+        f"frac_above_threshold {report['frac_above_threshold']:.4f} (threshold {report['threshold']:g}), "
+        f"bg_sim_p95 {_f(report['bg_sim_p95'])}, "
         f"own_match_rate {_f(report['own_match_rate'])}, fid {_f(report['fid'])}, "
         f"fd_embedded {_f(report['fd_embedded'])}")
     typer.echo(f"wrote {out / 'report.md'}")

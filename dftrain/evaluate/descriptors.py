@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Protocol
 
 import numpy as np
+import scipy.fft
 from PIL import Image
 
 from dftrain.errors import ConfigError, MissingDependencyError
@@ -63,7 +64,7 @@ def l2_normalise(x: np.ndarray, eps: float = 1e-12) -> np.ndarray:
 #   mean of the per-block cosines. Blocks are centred (zero-mean DCT from a zero-mean image,
 #   orientation histograms minus their mean) so that unrelated images score near 0.
 
-EMBEDDED_VERSION = 1
+EMBEDDED_VERSION = 2  # 2: the DCT is scipy.fft.dctn (float32 rounding differs from the matrix product)
 _WORK = 64  # working resolution of a view
 _CENTRE = 0.875  # centre crop fraction of the outer view
 _INNER = 0.7  # the inner view, as a fraction of the outer one
@@ -72,17 +73,6 @@ _HOG_GRIDS = (1, 2, 4)  # orientation histograms pooled over 1x1, 2x2 and 4x4 ce
 _COLOUR_GRID = 4  # cells per axis for the colour means
 _BINS = 8  # unsigned gradient orientation bins
 _WEIGHTS = {"dct": 0.3, "hog": 0.35, "colour": 0.2, "colour_mean": 0.15}
-
-
-def _dct_matrix(n: int) -> np.ndarray:
-    k = np.arange(n)[:, None]
-    i = np.arange(n)[None, :]
-    c = np.sqrt(2.0 / n) * np.cos(np.pi * (2 * i + 1) * k / (2 * n))
-    c[0] /= np.sqrt(2.0)
-    return c.astype(np.float32)
-
-
-_DCT32 = _dct_matrix(32)
 
 
 def _views(img: Image.Image) -> tuple[np.ndarray, np.ndarray]:
@@ -119,7 +109,7 @@ def _view_features(rgb: np.ndarray) -> dict[str, np.ndarray]:
     luma = luma / (luma.std(axis=(1, 2), keepdims=True) + 0.02)
     small = _pool(luma, 32)  # (B, 32, 32)
 
-    coeffs = _DCT32 @ small @ _DCT32.T
+    coeffs = scipy.fft.dctn(small, type=2, norm="ortho", axes=(1, 2))  # orthonormal 2-D DCT-II per view
     dct = coeffs[:, :_DCT_KEEP, :_DCT_KEEP].reshape(len(rgb), -1)[:, 1:]  # drop DC (zero anyway)
 
     gy, gx = np.gradient(small, axis=(1, 2))
@@ -193,7 +183,7 @@ class EmbeddedDescriptor:
 # ----------------------------------------------------------------------------------------------
 
 
-def _file_digest(path: Path) -> str:
+def weights_digest(path: Path) -> str:
     """Content digest of a weights file or folder (dftrain.fingerprint: every file's bytes, memoized)."""
     from dftrain.fingerprint import tree_sha256
 
@@ -262,7 +252,7 @@ class SSCDDescriptor:
         self.model, self.device = load_torchscript(path, device, "TorchScript file")
         self.mean, self.std = (np.array(v, dtype=np.float32) for v in SSCD_NORMS[norm])
         self.batch_size = batch_size
-        self.cache_id = f"sscd-{norm}-{_file_digest(path)}"
+        self.cache_id = f"sscd-{norm}-{weights_digest(path)}"
         self.dim = int(self.embed([Image.new("RGB", (224, 224))]).shape[1])
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
@@ -336,7 +326,7 @@ class SSCDOnnxDescriptor:
             raise MissingDependencyError(f"could not load the SSCD ONNX model {path}: {exc}") from exc
         self.input_name = self.session.get_inputs()[0].name
         self.batch_size = batch_size
-        self.cache_id = f"sscd-onnx-{_file_digest(path)}"
+        self.cache_id = f"sscd-onnx-{weights_digest(path)}"
         self.dim = int(self.session.get_outputs()[0].shape[-1])
 
     def embed(self, images: list[Image.Image]) -> np.ndarray:
@@ -378,7 +368,7 @@ class HFVisionDescriptor:
             raise MissingDependencyError(f"descriptor {kind}: could not load {path}: {exc}") from exc
         self.model = self.model.to(self.device).eval()
         self.batch_size = batch_size
-        self.cache_id = f"{kind}-{_file_digest(path)}"
+        self.cache_id = f"{kind}-{weights_digest(path)}"
         self.dim = int(self.embed([Image.new("RGB", (64, 64))]).shape[1])
 
     def _forward(self, pixel_values):

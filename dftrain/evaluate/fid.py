@@ -18,7 +18,7 @@ import numpy as np
 from PIL import Image
 
 from dftrain.errors import MissingDependencyError
-from dftrain.evaluate.descriptors import _file_digest, load_torchscript
+from dftrain.evaluate.descriptors import load_torchscript, weights_digest
 from dftrain.evaluate.metrics import frechet_distance, gaussian_fit
 
 INCEPTION_SIZE = 299
@@ -36,7 +36,7 @@ class InceptionFeatures:
             raise MissingDependencyError(f"Inception TorchScript file not found: {path}")
         self.model, self.device = load_torchscript(path, device, "Inception TorchScript")
         self.batch_size = batch_size
-        self.cache_id = f"inception-{_file_digest(path)}"
+        self.cache_id = f"inception-{weights_digest(path)}"
         self._with_keyword = True
         self.dim = int(self.embed([Image.new("RGB", (INCEPTION_SIZE, INCEPTION_SIZE))]).shape[1])
 

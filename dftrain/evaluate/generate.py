@@ -25,6 +25,7 @@ from pathlib import Path
 
 import numpy as np
 
+from dftrain.dtypes import torch_dtype
 from dftrain.errors import ConfigError, DftrainError, MissingDependencyError
 from dftrain.evaluate import inference_mitigations
 from dftrain.evaluate.inputs import PROMPTS_FILE, iter_train_samples, original_caption
@@ -221,10 +222,7 @@ def _torch_dtype(name: str, device: str):
 
     if name == "auto":
         return torch.float16 if device.startswith("cuda") else torch.float32
-    table = {"fp32": torch.float32, "fp16": torch.float16, "bf16": torch.bfloat16}
-    if name not in table:
-        raise ConfigError(f"unknown --dtype {name!r}; choose auto, fp32, fp16 or bf16")
-    return table[name]
+    return torch_dtype(name)
 
 
 def load_pipeline(model_dir: str | Path, device: str, dtype: str):

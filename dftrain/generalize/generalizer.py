@@ -87,9 +87,9 @@ class Generalized:
 
 class Generalizer:
     def __init__(self, backend, spec: PromptSpec, *, fallback: Sequence[str] = DEFAULT_FALLBACK,
-                 batch_size: int = 32, max_input_chars: int = DEFAULT_MAX_INPUT_CHARS, scorer=None,
+                 batch_size: int | None = 32, max_input_chars: int = DEFAULT_MAX_INPUT_CHARS, scorer=None,
                  target_generality: float | None = None, rounds: int = 2, faithful=None):
-        if batch_size < 1:
+        if batch_size is not None and batch_size < 1:
             raise ConfigError("--batch-size must be >= 1")
         if target_generality is not None and scorer is None:
             raise ConfigError("--target-generality needs the generality scorer (dftrain.score), which is unavailable")
@@ -123,11 +123,13 @@ class Generalizer:
 
     def _ask_batched(self, inputs: list[str], *, strict: bool, on_batch: Callable[[list[int]], None] | None = None
                      ) -> list[str]:
-        """Raw outputs for inputs, asked in batches of similar length (less padding)."""
+        """Raw outputs for inputs, asked in batches of similar length (less padding); batch_size None: all
+        in one call (an engine that schedules by itself, vLLM)."""
         order = sorted(range(len(inputs)), key=lambda i: len(inputs[i]))
         outputs = [""] * len(inputs)
-        for start in range(0, len(order), self.batch_size):
-            chunk = order[start:start + self.batch_size]
+        step = self.batch_size or max(1, len(order))
+        for start in range(0, len(order), step):
+            chunk = order[start:start + step]
             raws = ask(self.backend, self.spec, [inputs[i] for i in chunk], strict=strict)
             if len(raws) != len(chunk):
                 raise RuntimeError(f"backend returned {len(raws)} outputs for {len(chunk)} prompts")

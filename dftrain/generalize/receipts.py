@@ -37,24 +37,31 @@ def receipt_path(out_dir: Path, shard_name: str) -> Path:
     return out_dir / RECEIPT_DIR / f"{shard_name}.json"
 
 
-def read_receipt(out_dir: Path, shard_name: str) -> dict | None:
-    path = receipt_path(out_dir, shard_name)
+def read_json_receipt(path: Path) -> dict | None:
+    """A receipt file's content, or None when it is missing or unreadable (the work is then redone)."""
     if not path.is_file():
         return None
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError):
-        log.warning("ignoring unreadable receipt %s (the shard will be redone)", path)
+        log.warning("ignoring unreadable receipt %s (its work will be redone)", path)
         return None
     return data if isinstance(data, dict) else None
 
 
-def write_receipt(out_dir: Path, shard_name: str, data: dict) -> None:
+def write_json_receipt(path: Path, data: dict) -> None:
     from dftrain.files import atomic_write_bytes
 
-    path = receipt_path(out_dir, shard_name)
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_bytes(path, (json.dumps(data, indent=1, sort_keys=True) + "\n").encode("utf-8"))
+
+
+def read_receipt(out_dir: Path, shard_name: str) -> dict | None:
+    return read_json_receipt(receipt_path(out_dir, shard_name))
+
+
+def write_receipt(out_dir: Path, shard_name: str, data: dict) -> None:
+    write_json_receipt(receipt_path(out_dir, shard_name), data)
 
 
 def model_identity(path: str | Path | None = None, *, stand_in: str | None = None) -> str:
@@ -107,6 +114,14 @@ def shard_is_done(out_dir: Path, shard_name: str, key: dict, *, verify_sha: bool
     return True
 
 
+def _table_summary(out_dir: Path, parts: int | None) -> dict | None:
+    if parts is None:
+        return None
+    from dftrain.generalize.passes import table_summary
+
+    return table_summary(out_dir, parts)
+
+
 def input_shards(in_dir) -> list:
     """The input shards (ShardInfo, under their names unique in the set: dftrain.shards.inputs) in order."""
     from dftrain.shards.inputs import shard_set
@@ -114,10 +129,11 @@ def input_shards(in_dir) -> list:
     return shard_set(in_dir).shards
 
 
-def _source_text(in_dir) -> str:
+def input_tar(in_dir, name: str) -> Path:
+    """The input tar of the shard `input_shards` calls `name`."""
     from dftrain.shards.inputs import shard_set
 
-    return shard_set(in_dir).describe()
+    return shard_set(in_dir).tar_of(name)
 
 
 def _source_folders(in_dir) -> str | list[str]:
@@ -128,7 +144,8 @@ def _source_folders(in_dir) -> str | list[str]:
     return folders[0] if len(folders) == 1 else folders
 
 
-def finalize(in_dir, out_dir: Path, *, command: str = "", require_all: bool = True, write: bool = True) -> bool:
+def finalize(in_dir, out_dir: Path, *, command: str = "", require_all: bool = True, write: bool = True,
+             table_parts: int | None = None) -> bool:
     """Write OUT/manifest.json when every input shard has a finished output shard made from its
     current content.
 
@@ -151,7 +168,7 @@ def finalize(in_dir, out_dir: Path, *, command: str = "", require_all: bool = Tr
     stale = [n for n, r in receipts.items() if (r.get("key") or {}).get("input_sha256") != inputs[n]]
     if stale:
         message = (f"{len(stale)} shard(s) in {out_dir} were generalized from an older version of "
-                   f"{_source_text(in_dir)} "
+                   f"{_source_folders(in_dir)} "
                    f"(first: {stale[:3]}); run the generalize ranks again")
         if require_all:
             raise DftrainError(message)
@@ -185,7 +202,8 @@ def finalize(in_dir, out_dir: Path, *, command: str = "", require_all: bool = Tr
                "steps": dict(totals["steps"]), "skipped": dict(totals["skipped"]),
                "fallback_reasons": dict(totals["fallback_reasons"]),
                "unique_captions": sum(r.get("unique_captions", 0) for r in receipts.values()),
-               "generality_before_mean": wmean(0), "generality_after_mean": wmean(1)},
+               "generality_before_mean": wmean(0), "generality_after_mean": wmean(1),
+               "dedup": _table_summary(out_dir, table_parts)},
     )
     manifest.save(out_dir)
     return True

@@ -2,7 +2,7 @@
 
 An instruction-tuned LLM rates a caption on six criteria from 0 (specific) to
 10 (general) and answers JSON. It runs through the caption-generalization
-backend interface (dftrain.generalize.backends: `.chat(conversations, *,
+backend interface (dftrain.llm.backends: `.chat(conversations, *,
 max_new_tokens) -> list[str]`, greedy). An answer that is not valid JSON with
 all six criteria is retried once (with a corrective follow-up turn: greedy
 decoding would repeat the same answer to the same prompt); a second failure is
@@ -150,9 +150,9 @@ def load_judge_backend(name: str = "embedded", model: str | None = None, **opts)
     from dftrain.errors import MissingDependencyError
 
     try:
-        from dftrain.generalize.backends import load_backend
+        from dftrain.llm.backends import load_backend
     except ImportError as exc:
         raise MissingDependencyError(
-            f"the LLM backends (dftrain.generalize.backends) are not available: {exc}"
+            f"the LLM backends (dftrain.llm.backends) are not available: {exc}"
         ) from exc
     return load_backend(name, model=model, **opts)

@@ -7,12 +7,12 @@ to every input caption.
 
 from __future__ import annotations
 
-import multiprocessing as mp
 import os
 import sys
 from collections.abc import Callable, Sequence
 
 from dftrain.errors import ConfigError
+from dftrain.processes import worker_context
 
 CHUNK_SIZE = 1000
 _worker_scorer = None
@@ -30,11 +30,6 @@ def _init_worker(spacy_model: str | None, abstraction: str, tokens: str) -> None
 
 def _score_chunk(captions: list[str]) -> list[dict]:
     return _worker_scorer.score_many(captions)
-
-
-def _context():
-    # fork shares the parent's imported modules and loaded noun table (fast start); spawn elsewhere.
-    return mp.get_context("fork" if "fork" in mp.get_all_start_methods() else "spawn")
 
 
 def score_parallel(
@@ -61,14 +56,13 @@ def score_parallel(
             if progress:
                 progress(len(scored))
     else:
-        # Build the WordNet root and noun cache once here, before the workers race for them
-        # (with fork, the workers also inherit the loaded table).
+        # Build the WordNet root and noun cache once here, before the workers race for them.
         from dftrain.score.scorer import load_scorer
 
         load_scorer(spacy_model, abstraction, tokens=tokens)
         chunks = [unique[start : start + chunk_size] for start in range(0, len(unique), chunk_size)]
         scored = []
-        with _context().Pool(workers, initializer=_init_worker, initargs=(spacy_model, abstraction, tokens)) as pool:
+        with worker_context().Pool(workers, initializer=_init_worker, initargs=(spacy_model, abstraction, tokens)) as pool:
             for rows in pool.imap(_score_chunk, chunks):
                 scored.extend(rows)
                 if progress:

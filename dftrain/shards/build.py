@@ -11,7 +11,6 @@ from __future__ import annotations
 import io
 import itertools
 import logging
-import multiprocessing
 import os
 from collections import Counter, deque
 from collections.abc import Callable, Iterable, Iterator
@@ -23,6 +22,7 @@ from typing import Any
 from dftrain.errors import ConfigError
 from dftrain.files import TMP_SUFFIX
 from dftrain.outputs import check_output_folder, claim_output
+from dftrain.processes import worker_context
 from dftrain.shards.captions import (
     FAILED_DOWNLOAD,
     JSON_KEY_TWICE,
@@ -177,8 +177,7 @@ def convert_images(paths: Iterable[Path], workers: int = 1, limits: Limits | Non
     if workers <= 1:
         yield from (_convert(path, limits) for path in paths)
         return
-    context = multiprocessing.get_context("spawn")  # no fork of a process that may hold threads
-    with ProcessPoolExecutor(max_workers=workers, mp_context=context) as pool:
+    with ProcessPoolExecutor(max_workers=workers, mp_context=worker_context()) as pool:
         remaining = iter(paths)
         pending = deque(pool.submit(_convert, path, limits) for path in itertools.islice(remaining, workers * 8))
         while pending:

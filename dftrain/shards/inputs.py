@@ -96,6 +96,12 @@ class ShardSet:
     def by_name(self) -> dict[str, ShardMember]:
         return {m.name: m for m in self.members}
 
+    def tar_of(self, name: str) -> Path:
+        """The input tar of the shard the set names `name` (see `shards`)."""
+        if "_tars" not in self.__dict__:  # frozen: the lookup is kept in the instance's dict
+            self.__dict__["_tars"] = {m.name: m.path for m in self.members}
+        return self.__dict__["_tars"][name]
+
 
 def _as_values(values: str | os.PathLike | Iterable[str | os.PathLike] | ShardSet) -> list[str | os.PathLike]:
     if isinstance(values, str | os.PathLike):

@@ -6,7 +6,6 @@ and the reader refuses a folder without one, so an interrupted write never looks
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import asdict, dataclass, field
@@ -16,6 +15,7 @@ from typing import Any
 
 from dftrain.errors import DftrainError
 from dftrain.files import atomic_write_bytes
+from dftrain.fingerprint import sha256_file  # noqa: F401  (part of the shards API)
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"
@@ -23,15 +23,6 @@ MANIFEST_NAME = "manifest.json"
 
 class ShardError(DftrainError):
     """A shard folder, tar or sample is missing, damaged or invalid."""
-
-
-def sha256_file(path: str | os.PathLike, chunk_size: int = 1 << 20) -> str:
-    """Hex sha256 of a file's bytes."""
-    digest = hashlib.sha256()
-    with open(path, "rb") as handle:
-        while chunk := handle.read(chunk_size):
-            digest.update(chunk)
-    return digest.hexdigest()
 
 
 @dataclass(frozen=True)

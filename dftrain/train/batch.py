@@ -173,6 +173,7 @@ class BatchBuilder:
         if obj_mean is not None and self.object_posterior:  # after the training noise, whichever the path
             z_obj = posterior_sample(obj_mean, obj_std, torch.randn(obj_mean.shape, generator=self.generator))
         self.last_object_latents = z_obj  # what the fusion used (for inspection and tests)
+        self.last_clean_latents = z  # the training images' latents before the fusion (idem)
         if z_obj is not None:
             z = fusion.latent_fusion(z, z_obj, self.cfg.w_lat)
         return z
@@ -182,6 +183,7 @@ class BatchBuilder:
         """(noisy latents, timesteps, caption states, target), on CPU in fp32."""
         n = len(examples)
         object_idx = self.bank.draw(n, self.generator) if self.bank is not None else None
+        self.last_objects = object_idx  # the drawn objects, for inspection and tests
         label_idx = None
         if object_idx is not None and self.caption_fusion:
             label_idx = self.bank.draw_labels(object_idx, self.generator, self.object_label)

@@ -47,9 +47,9 @@ def returned_or_raised(result):
 
 
 def start_pool(num_workers: int) -> ProcessPoolExecutor:
-    import multiprocessing
+    from dftrain.processes import worker_context
 
-    return ProcessPoolExecutor(num_workers, mp_context=multiprocessing.get_context("spawn"),
+    return ProcessPoolExecutor(num_workers, mp_context=worker_context(),
                                initializer=_init_worker, initargs=(os.getpid(),))
 
 

@@ -32,13 +32,14 @@ from pathlib import Path
 import torch
 
 from dftrain.distributed import split_for_rank
+from dftrain.dtypes import torch_dtype
 from dftrain.errors import DftrainError
 from dftrain.progress import progress as show_progress
 from dftrain.train.data import LATENTS_FIELD, decode_image, pick_caption, shard_paths
 
 log = logging.getLogger("dftrain.precompute")
 
-STORAGE_DTYPES = {"fp16": torch.float16, "bf16": torch.bfloat16, "fp32": torch.float32}
+STORAGE_DTYPES = ("fp16", "bf16", "fp32")  # names as recorded in the reuse key
 
 
 def encode_latent_blob(tensors: dict[str, torch.Tensor], dtype: torch.dtype) -> bytes:
@@ -166,7 +167,7 @@ def precompute_folder(
             raw = iter_samples([path], rank=0, world_size=1, decode=False, require=("jpg",) if objects else ("jpg", "txt"), stats=stats)
             info = write_shard(target, shown.counting(encode_shard_samples(
                 raw, enc, objects=objects, flip=flip, caption_field=caption_field,
-                batch_size=batch_size, dtype=STORAGE_DTYPES[dtype], skipped=skipped, text_states=text_states,
+                batch_size=batch_size, dtype=torch_dtype(dtype), skipped=skipped, text_states=text_states,
             )))
             info_file.write_text(json.dumps({"name": info.name, "samples": info.samples, "sha256": info.sha256,
                                              "bytes": info.bytes, "made_from": source_id}))

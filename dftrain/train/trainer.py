@@ -1,7 +1,7 @@
 """The training loop: a DeepSpeed engine around the UNet only.
 
 Single node:   torchrun --standalone --nproc_per_node 8 -m dftrain train --config run.yaml
-               deepspeed --num_gpus 8 --module dftrain.train --config run.yaml
+               deepspeed --num_gpus 8 --module dftrain train --config run.yaml
 One process:   dftrain train --model M --shards S --objects O --out RUN
 (see launchers/ for multi-node and SLURM)
 """
@@ -19,6 +19,7 @@ from typing import Any
 import torch
 
 from dftrain.distributed import all_reduce_numbers
+from dftrain.dtypes import lower_precision_dtype
 from dftrain.errors import DftrainError
 from dftrain.files import atomic_write_text
 from dftrain.progress import start_progress
@@ -144,10 +145,6 @@ def truncate_metrics(path: Path, step: int) -> None:
     atomic_write_text(path, "".join(line + "\n" for line in kept))
 
 
-def rng_state(generator: torch.Generator, rng: random.Random, position) -> dict:
-    return {"torch": generator.get_state(), "python": rng.getstate(), "position": position.as_dict()}
-
-
 def quiet_libraries() -> None:
     """Silence known harmless noise: torch's collective renames used inside DeepSpeed, the
     `accelerate` hint and weight-loading bars of diffusers / transformers."""
@@ -162,52 +159,113 @@ def quiet_libraries() -> None:
     transformers.utils.logging.disable_progress_bar()
 
 
-def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
-    """Run (or resume) training; returns a summary. Validation happens before any compute."""
-    facts = facts if facts is not None else validate(cfg)
-    check_run_folder(cfg.to_dict())
-    ensure_launch_env()
-    quiet_libraries()
+@dataclass
+class Session:
+    """What every step of a run shares: the configuration, this rank's place, the run folder."""
+
+    cfg: TrainConfig
+    facts: dict
+    dist: Any  # torch.distributed, initialized by DeepSpeed
+    rank: int
+    world: int
+    device: torch.device
+    run_dir: Path
+
+    @property
+    def is_main(self) -> bool:
+        return self.rank == 0
+
+    @property
+    def on_cuda(self) -> bool:
+        return self.device.type == "cuda"
+
+    @property
+    def ckpt_dir(self) -> Path:
+        return ckpt.checkpoints_dir(self.run_dir)
+
+    @property
+    def zero_stage(self) -> int:
+        return self.facts["zero_stage"]
+
+    @property
+    def precomputed(self) -> bool:
+        return bool(self.facts.get("precomputed"))
+
+    @property
+    def stored_text(self) -> bool:
+        return bool(self.facts.get("stored_text", self.precomputed))
+
+
+@dataclass
+class Model:
+    """The frozen encoders, the DeepSpeed engine around the UNet, its EMA, and the sizes it trains at."""
+
+    components: Any
+    engine: Any
+    ema: Any
+    resolution: int
+    dtype: torch.dtype  # what the UNet computes in
+
+
+@dataclass
+class Draws:
+    """This rank's random streams: every rank draws different noise, timesteps, flips and objects."""
+
+    generator: torch.Generator
+    rng: random.Random
+
+    @classmethod
+    def for_rank(cls, seed: int, rank: int) -> Draws:
+        return cls(torch.Generator().manual_seed(seed * 1000 + rank), random.Random(seed * 1000 + rank))
+
+    def saved(self, position) -> dict:
+        return {"torch": self.generator.get_state(), "python": self.rng.getstate(), "position": position.as_dict()}
+
+    def restore(self, saved: dict):
+        """Back to a checkpoint's draws; returns its StreamPosition."""
+        from dftrain.train.data import StreamPosition
+
+        self.generator.set_state(saved["torch"])
+        self.rng.setstate(saved["python"])
+        return StreamPosition(**saved["position"])
+
+
+def start_session(cfg: TrainConfig, facts: dict) -> Session:
+    """Join the process group, prepare the run folder (cleared first with --overwrite), record the config."""
     import deepspeed
     import torch.distributed as dist
 
-    from dftrain.train.batch import BatchBuilder
-    from dftrain.train.data import ObjectBank, StreamPosition, TrainStream
+    skip_cpu_shm_comm()
+    deepspeed.init_distributed(verbose=False)
+    session = Session(cfg, facts, dist, dist.get_rank(), dist.get_world_size(), device_for_local_rank(), Path(cfg.out))
+    if session.is_main:
+        if cfg.overwrite and cfg.resume is None:
+            clear_run_outputs(session.run_dir)
+        session.ckpt_dir.mkdir(parents=True, exist_ok=True)
+    dist.barrier()  # no rank looks into the run folder while rank 0 clears it
+    if session.is_main:
+        import yaml
+
+        print("dftrain train: resolved configuration")
+        for line in summary_lines(cfg, facts, session.world):
+            print("  " + line)
+        (session.run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
+    return session
+
+
+def build_model(session: Session) -> Model:
+    """Load the model folder, wrap the UNet in the DeepSpeed engine (optimizer, schedule), add the EMA."""
+    import deepspeed
+
     from dftrain.train.ema import LocalEMA
     from dftrain.train.models import default_resolution, load_components
 
-    skip_cpu_shm_comm()
-    deepspeed.init_distributed(verbose=False)
-    rank, world = dist.get_rank(), dist.get_world_size()
-    is_main = rank == 0
-    device = device_for_local_rank()
-    on_cuda = device.type == "cuda"
-    run_dir = Path(cfg.out)
-    ckpt_dir = ckpt.checkpoints_dir(run_dir)
-    if is_main:
-        if cfg.overwrite and cfg.resume is None:
-            clear_run_outputs(run_dir)
-        ckpt_dir.mkdir(parents=True, exist_ok=True)
-    dist.barrier()  # no rank looks into the run folder while rank 0 clears it
-    precomputed = bool(facts.get("precomputed"))
-    ds_config = fill_ds_config(facts["ds_config"], cfg, world, on_cuda)
-    stage = facts["zero_stage"]
-
-    if is_main:
-        print("dftrain train: resolved configuration")
-        for line in summary_lines(cfg, facts, world):
-            print("  " + line)
-        import yaml
-
-        (run_dir / "config.yaml").write_text(yaml.safe_dump(cfg.to_dict(), sort_keys=False), encoding="utf-8")
-
+    cfg = session.cfg
     torch.manual_seed(cfg.seed)
     # Frozen encoders run in the training precision on GPUs; in fp32 on CPUs (bf16 convolutions are slow there).
-    frozen_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision, torch.float32) if on_cuda else torch.float32
-    stored_text = bool(facts.get("stored_text", precomputed))
-    components = load_components(cfg, precomputed=precomputed, device=device, frozen_dtype=frozen_dtype,
-                                 stored_text=stored_text)
-    resolution = cfg.resolution or default_resolution(components.unet, components.vae_scale_factor)
+    frozen_dtype = lower_precision_dtype(cfg.precision) if session.on_cuda else torch.float32
+    components = load_components(cfg, precomputed=session.precomputed, device=session.device,
+                                 frozen_dtype=frozen_dtype, stored_text=session.stored_text)
 
     def make_scheduler(optimizer):
         return torch.optim.lr_scheduler.LambdaLR(
@@ -215,161 +273,229 @@ def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
         )
 
     trainable = [p for p in components.unet.parameters() if p.requires_grad]
+    ds_config = fill_ds_config(session.facts["ds_config"], cfg, session.world, session.on_cuda)
     engine, _, _, _ = deepspeed.initialize(
         model=components.unet, model_parameters=trainable, config=ds_config, lr_scheduler=make_scheduler
     )
-    model_dtype = {"bf16": torch.bfloat16, "fp16": torch.float16}.get(cfg.precision, torch.float32)
-    ema = LocalEMA(engine.module, cfg.ema_decay) if cfg.ema else None
+    return Model(components, engine, LocalEMA(engine.module, cfg.ema_decay) if cfg.ema else None,
+                 cfg.resolution or default_resolution(components.unet, components.vae_scale_factor),
+                 lower_precision_dtype(cfg.precision))
 
-    # Per-rank seeds: every rank draws different noise, timesteps, flips and objects.
-    generator = torch.Generator().manual_seed(cfg.seed * 1000 + rank)
-    rng = random.Random(cfg.seed * 1000 + rank)
-    state = RunState()
-    position = StreamPosition()
 
-    resume_point = None
+def resume(session: Session, model: Model, draws: Draws) -> tuple[RunState, Any, bool]:
+    """(state, stream position, resumed): from --resume's checkpoint when there is one, else from the start."""
+    from dftrain.train.data import StreamPosition
+
+    cfg, state = session.cfg, RunState()
     if cfg.resume == "auto":
-        resume_point = ckpt.find_resume_point(run_dir)
-    elif cfg.resume:
-        resume_point = ckpt.resolve_checkpoint(cfg.resume)
-    if resume_point is not None:
-        load_dir, tag = resume_point
-        with weights_only_loading():  # a --resume PATH from elsewhere must not run code
-            _, client = engine.load_checkpoint(str(load_dir), tag)
-        if client is None:
-            raise DftrainError(f"could not load checkpoint {load_dir / tag}")
-        saved_world = client["world_size"]
-        if saved_world != world:
-            raise DftrainError(f"checkpoint {tag} was written by {saved_world} ranks; resume with the same number (now {world})")
-        mine = client["ranks"][rank]
-        generator.set_state(mine["torch"])
-        rng.setstate(mine["python"])
-        position = StreamPosition(**mine["position"])
-        state.step, state.samples = client["step"], client["samples"]
-        if ema is not None:
-            ema_path = ckpt.ema_file(load_dir, tag, rank)
-            if ema_path.is_file():
-                ema.load(ema_path)
-            else:
-                log.warning("checkpoint %s has no EMA for rank %d: EMA restarts from the current weights", tag, rank)
-        if is_main:
-            print(f"resumed from {load_dir / tag} at step {state.step}")
-            truncate_metrics(run_dir / "metrics.jsonl", state.step)
+        point = ckpt.find_resume_point(session.run_dir)
+    else:
+        point = ckpt.resolve_checkpoint(cfg.resume) if cfg.resume else None
+    if point is None:
+        return state, StreamPosition(), False
+    load_dir, tag = point
+    with weights_only_loading():  # a --resume PATH from elsewhere must not run code
+        _, client = model.engine.load_checkpoint(str(load_dir), tag)
+    if client is None:
+        raise DftrainError(f"could not load checkpoint {load_dir / tag}")
+    saved_world = client["world_size"]
+    if saved_world != session.world:
+        raise DftrainError(f"checkpoint {tag} was written by {saved_world} ranks; resume with the same number "
+                           f"(now {session.world})")
+    position = draws.restore(client["ranks"][session.rank])
+    state.step, state.samples = client["step"], client["samples"]
+    if model.ema is not None:
+        ema_path = ckpt.ema_file(load_dir, tag, session.rank)
+        if ema_path.is_file():
+            model.ema.load(ema_path)
+        else:
+            log.warning("checkpoint %s has no EMA for rank %d: EMA restarts from the current weights", tag,
+                        session.rank)
+    if session.is_main:
+        print(f"resumed from {load_dir / tag} at step {state.step}")
+        truncate_metrics(session.run_dir / "metrics.jsonl", state.step)
+    return state, position, True
 
+
+def open_inputs(session: Session, model: Model, draws: Draws, position):
+    """(stream of this rank's examples, batch builder with its object bank) from where the run stands."""
+    from dftrain.train.batch import BatchBuilder
+    from dftrain.train.data import ObjectBank, TrainStream
+
+    cfg = session.cfg
     stream = TrainStream(
-        cfg.shards, rank=rank, world_size=world, resolution=resolution, precomputed=precomputed,
-        caption_field=cfg.caption_field, shuffle_buffer=cfg.shuffle_buffer, seed=cfg.seed, position=position,
-        num_workers=cfg.num_workers if cfg.num_workers is not None else default_num_workers(on_cuda),
+        cfg.shards, rank=session.rank, world_size=session.world, resolution=model.resolution,
+        precomputed=session.precomputed, caption_field=cfg.caption_field, shuffle_buffer=cfg.shuffle_buffer,
+        seed=cfg.seed, position=position,
+        num_workers=cfg.num_workers if cfg.num_workers is not None else default_num_workers(session.on_cuda),
         dup_sampling=cfg.dup_sampling, dup_fraction=cfg.dup_fraction, dup_weight=cfg.dup_weight,
     )
-    bank = ObjectBank(cfg.objects, precomputed=precomputed, resolution=resolution) if cfg.fusion != "none" else None
-    builder = BatchBuilder(cfg, components, bank, device=device, generator=generator, rng=rng, precomputed=precomputed,
-                           stored_text=stored_text)
+    bank = (ObjectBank(cfg.objects, precomputed=session.precomputed, resolution=model.resolution)
+            if cfg.fusion != "none" else None)
+    builder = BatchBuilder(cfg, model.components, bank, device=session.device, generator=draws.generator,
+                           rng=draws.rng, precomputed=session.precomputed, stored_text=session.stored_text)
+    return stream, builder
 
-    metrics = MetricsLog(run_dir, is_main, cfg.tensorboard)
-    progress = start_progress("train", cfg.steps, unit="steps", enabled=is_main and cfg.progress, done=state.step,
-                              interval=cfg.log_interval)
 
-    def save(step: int) -> None:
-        tag = ckpt.tag_for_step(step)
-        gathered: list[Any] = [None] * world
-        dist.all_gather_object(gathered, rng_state(generator, rng, stream.position))
-        client = {"step": step, "samples": state.samples, "world_size": world, "ranks": gathered}
-        engine.save_checkpoint(str(ckpt_dir), tag, client_state=client, save_latest=False)
-        if ema is not None:
-            ema.save(ckpt.ema_file(ckpt_dir, tag, rank))
-        if is_main:
-            ckpt.write_meta(ckpt_dir, tag, {
-                "step": step, "world_size": world, "zero_stage": stage, "ema": ema is not None,
-                "model": str(Path(cfg.model).resolve()), "precision": cfg.precision, "config": cfg.to_dict(),
-            })
-        dist.barrier()  # every rank has finished writing before the checkpoint counts as complete
-        if is_main:
-            ckpt.mark_complete(ckpt_dir, tag)
-            ckpt.prune(ckpt_dir, cfg.keep_checkpoints)
+def forward_backward(engine, builder, examples: list[dict], device: torch.device, dtype: torch.dtype) -> float:
+    """One micro-batch: fused, noised latents and caption states (the builder) through the UNet, MSE to the
+    target, backward and the engine's step (which applies the optimizer at accumulation boundaries)."""
+    noisy, t, states, target = builder.build(examples)
+    pred = engine(to_device(noisy, device, dtype), to_device(t, device),
+                  encoder_hidden_states=to_device(states, device, dtype)).sample
+    loss = torch.nn.functional.mse_loss(pred.float(), to_device(target, device).float())
+    engine.backward(loss)
+    engine.step()
+    return loss.item()
 
-    window_loss, window_samples, window_start, window_cpu = 0.0, 0, time.perf_counter(), time.process_time()
-    last_saved = state.step if resume_point else None
+
+def train_step(session: Session, model: Model, stream, builder) -> float:
+    """One optimizer step (grad_accum micro-batches) and the EMA update; the mean micro-batch loss."""
+    cfg = session.cfg
+    loss = 0.0
+    for _ in range(cfg.grad_accum):
+        examples = stream.next_batch(cfg.micro_batch_size)
+        loss += forward_backward(model.engine, builder, examples, session.device, model.dtype) / cfg.grad_accum
+    if model.ema is not None:
+        model.ema.update()
+    return loss
+
+
+def save_checkpoint(session: Session, model: Model, draws: Draws, stream, state: RunState) -> None:
+    """Every rank writes its part (and its draws); the checkpoint counts once all ranks finished."""
+    cfg, dist, step = session.cfg, session.dist, state.step
+    tag = ckpt.tag_for_step(step)
+    gathered: list[Any] = [None] * session.world
+    dist.all_gather_object(gathered, draws.saved(stream.position))
+    client = {"step": step, "samples": state.samples, "world_size": session.world, "ranks": gathered}
+    model.engine.save_checkpoint(str(session.ckpt_dir), tag, client_state=client, save_latest=False)
+    if model.ema is not None:
+        model.ema.save(ckpt.ema_file(session.ckpt_dir, tag, session.rank))
+    if session.is_main:
+        ckpt.write_meta(session.ckpt_dir, tag, {
+            "step": step, "world_size": session.world, "zero_stage": session.zero_stage, "ema": model.ema is not None,
+            "model": str(Path(cfg.model).resolve()), "precision": cfg.precision, "config": cfg.to_dict(),
+        })
+    dist.barrier()  # every rank has finished writing before the checkpoint counts as complete
+    if session.is_main:
+        ckpt.mark_complete(session.ckpt_dir, tag)
+        ckpt.prune(session.ckpt_dir, cfg.keep_checkpoints)
+
+
+class MetricWindow:
+    """Loss and throughput since the last logged step; checkpoint time is left out of it."""
+
+    def __init__(self):
+        self.reset()
+
+    def reset(self) -> None:
+        self.loss, self.samples, self.start, self.cpu = 0.0, 0, time.perf_counter(), time.process_time()
+
+    def add(self, loss: float, samples: int) -> None:
+        self.loss += loss
+        self.samples += samples
+
+    def leave_out(self, wall_s: float, cpu_s: float) -> None:
+        self.start += wall_s
+        self.cpu += cpu_s
+
+    def record(self, session: Session, state: RunState, step_samples: int, lr: float, epoch: int) -> dict:
+        """The metrics line: mean loss over ranks, rates, peak memory (rank 0 and the largest); a collective."""
+        dist, device = session.dist, session.device
+        steps = self.samples // step_samples
+        (loss_sum,) = all_reduce_numbers(dist, [self.loss / steps], op=dist.ReduceOp.SUM, device=device)
+        elapsed = time.perf_counter() - self.start
+        (memory_max,) = all_reduce_numbers(dist, [peak_memory_bytes(device)], op=dist.ReduceOp.MAX, device=device)
+        return {
+            "step": state.step,
+            "loss": loss_sum / session.world,
+            "lr": lr,
+            "samples_per_s": self.samples / elapsed if elapsed > 0 else 0.0,
+            "step_time_s": elapsed / steps,
+            # CPU seconds of this process per step: robust to other jobs sharing the machine
+            "step_cpu_s": (time.process_time() - self.cpu) / steps,
+            "memory_bytes": peak_memory_bytes(device),  # rank 0
+            "memory_bytes_max_rank": int(memory_max),
+            "samples": state.samples,
+            "epoch": epoch,
+        }
+
+
+def run_steps(session: Session, model: Model, draws: Draws, stream, builder, state: RunState, *,
+              resumed: bool) -> GracefulStop:
+    """Steps until --steps or an agreed SIGTERM: metrics every --log-every, checkpoints every
+    --checkpoint-every and at the end. Returns the stop signal's state."""
+    cfg = session.cfg
+    metrics = MetricsLog(session.run_dir, session.is_main, cfg.tensorboard)
+    progress = start_progress("train", cfg.steps, unit="steps", enabled=session.is_main and cfg.progress,
+                              done=state.step, interval=cfg.log_interval)
+    step_samples = cfg.micro_batch_size * cfg.grad_accum * session.world
+    window = MetricWindow()
+    last_saved = state.step if resumed else None
     stop = GracefulStop()
     try:
         while state.step < cfg.steps:
-            step_loss = 0.0
-            for _ in range(cfg.grad_accum):
-                examples = stream.next_batch(cfg.micro_batch_size)
-                noisy, t, states, target = builder.build(examples)
-                pred = engine(
-                    to_device(noisy, device, model_dtype), to_device(t, device),
-                    encoder_hidden_states=to_device(states, device, model_dtype),
-                ).sample
-                loss = torch.nn.functional.mse_loss(pred.float(), to_device(target, device).float())
-                engine.backward(loss)
-                engine.step()
-                step_loss += loss.item() / cfg.grad_accum
-            if ema is not None:
-                ema.update()
+            loss = train_step(session, model, stream, builder)
             state.step += 1
-            step_samples = cfg.micro_batch_size * cfg.grad_accum * world
             state.samples += step_samples
-            window_loss += step_loss
-            window_samples += step_samples
+            window.add(loss, step_samples)
             if state.step % cfg.log_every == 0 or state.step == cfg.steps:
-                steps_in_window = window_samples // step_samples
-                (loss_sum,) = all_reduce_numbers(dist, [window_loss / steps_in_window], op=dist.ReduceOp.SUM,
-                                                 device=device)
-                elapsed = time.perf_counter() - window_start
-                (memory_max,) = all_reduce_numbers(dist, [peak_memory_bytes(device)], op=dist.ReduceOp.MAX,
-                                                   device=device)
-                record = {
-                    "step": state.step,
-                    "loss": loss_sum / world,
-                    "lr": engine.get_lr()[0],
-                    "samples_per_s": window_samples / elapsed if elapsed > 0 else 0.0,
-                    "step_time_s": elapsed / steps_in_window,
-                    # CPU seconds of this process per step: robust to other jobs sharing the machine
-                    "step_cpu_s": (time.process_time() - window_cpu) / steps_in_window,
-                    "memory_bytes": peak_memory_bytes(device),  # rank 0
-                    "memory_bytes_max_rank": int(memory_max),
-                    "samples": state.samples,
-                    "epoch": stream.position.epoch,
-                }
+                record = window.record(session, state, step_samples, model.engine.get_lr()[0], stream.position.epoch)
                 metrics.write(record)
                 state.history.append(record)
                 progress.update(state.step, loss=record["loss"])
-                window_loss, window_samples, window_start, window_cpu = 0.0, 0, time.perf_counter(), time.process_time()
+                window.reset()
             else:
                 progress.update(state.step)
             if state.step % cfg.checkpoint_every == 0 or state.step == cfg.steps:
                 save_start, save_cpu = time.perf_counter(), time.process_time()
-                save(state.step)
+                save_checkpoint(session, model, draws, stream, state)
                 last_saved = state.step
-                # checkpoint time is not training time: keep it out of samples/s
-                window_start += time.perf_counter() - save_start
-                window_cpu += time.process_time() - save_cpu
-            if stop.agreed(dist, device):
+                window.leave_out(time.perf_counter() - save_start, time.process_time() - save_cpu)
+            if stop.agreed(session.dist, session.device):
                 break
         if last_saved != state.step:
-            save(state.step)
+            save_checkpoint(session, model, draws, stream, state)
     finally:
         stream.close()
         stop.restore()
         progress.close()
         metrics.close()
+    return stop
 
+
+def finish(session: Session, state: RunState, stream, stop: GracefulStop) -> dict:
+    """The run's summary; the exported pipeline unless stopped early or --no-export."""
     skipped = stream.stats.total_skipped
     if skipped:
-        log.warning("rank %d skipped %d training samples: %s", rank, skipped, stream.stats.summary())
+        log.warning("rank %d skipped %d training samples: %s", session.rank, skipped, stream.stats.summary())
+    summary = {"step": state.step, "samples": state.samples, "run_dir": str(session.run_dir),
+               "world_size": session.world, "zero_stage": session.zero_stage, "history": state.history}
     if stop.requested_by_any:
-        if is_main:
+        if session.is_main:
             print(f"stopped by SIGTERM at step {state.step}: checkpoint saved; continue with --resume auto")
-        return {"step": state.step, "samples": state.samples, "run_dir": str(run_dir), "world_size": world,
-                "zero_stage": stage, "interrupted": True, "history": state.history}
-    summary = {"step": state.step, "samples": state.samples, "run_dir": str(run_dir), "world_size": world,
-               "zero_stage": stage, "checkpoint": str(ckpt_dir / ckpt.tag_for_step(state.step)), "history": state.history}
-    if cfg.export:
-        dist.barrier()
-        if is_main:
+        return {**summary, "interrupted": True}
+    summary["checkpoint"] = str(session.ckpt_dir / ckpt.tag_for_step(state.step))
+    if session.cfg.export:
+        session.dist.barrier()
+        if session.is_main:
             from dftrain.train.export import export_pipeline
 
-            summary["pipeline"] = str(export_pipeline(ckpt_dir, run_dir / "pipeline", overwrite=True))
+            summary["pipeline"] = str(export_pipeline(session.ckpt_dir, session.run_dir / "pipeline", overwrite=True))
             print(f"exported pipeline to {summary['pipeline']}")
     return summary
+
+
+def train(cfg: TrainConfig, *, facts: dict | None = None) -> dict:
+    """Run (or resume) training; returns a summary. Validation happens before any compute."""
+    facts = facts if facts is not None else validate(cfg)
+    check_run_folder(cfg.to_dict())
+    ensure_launch_env()
+    quiet_libraries()
+    session = start_session(cfg, facts)
+    model = build_model(session)
+    draws = Draws.for_rank(cfg.seed, session.rank)
+    state, position, resumed = resume(session, model, draws)
+    stream, builder = open_inputs(session, model, draws, position)
+    stop = run_steps(session, model, draws, stream, builder, state, resumed=resumed)
+    return finish(session, state, stream, stop)

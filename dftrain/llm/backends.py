@@ -19,6 +19,7 @@ from abc import ABC, abstractmethod
 from pathlib import Path
 from typing import Any
 
+from dftrain.dtypes import torch_dtype
 from dftrain.errors import ConfigError, MissingDependencyError
 
 log = logging.getLogger("dftrain.generalize")
@@ -62,13 +63,7 @@ def _resolve_dtype(dtype: Any):
 
     if dtype is None or dtype == "auto":
         return torch.float32
-    if isinstance(dtype, torch.dtype):
-        return dtype
-    table = {"float32": torch.float32, "fp32": torch.float32, "bfloat16": torch.bfloat16, "bf16": torch.bfloat16,
-             "float16": torch.float16, "fp16": torch.float16}
-    if dtype not in table:
-        raise ConfigError(f"unknown dtype {dtype!r}; use one of {sorted(table)}")
-    return table[dtype]
+    return torch_dtype(dtype)
 
 
 def _resolve_device(device: str | None) -> str:
@@ -106,7 +101,7 @@ class TransformersBackend(TextBackend):
         if path.is_file():
             if path.suffix != ".gguf":
                 raise ConfigError(f"{path} is a file but not a .gguf file; pass a model folder or a GGUF file")
-            from dftrain.generalize.embedded import load_gguf
+            from dftrain.llm.embedded import load_gguf
 
             self.model, self.tokenizer = load_gguf(path, self.dtype)
         else:
@@ -243,7 +238,7 @@ class EmbeddedBackend(TransformersBackend):
     name = "embedded"
 
     def __init__(self, model: str | Path | None = None, **opts):
-        from dftrain.generalize.embedded import EMBEDDED_MODEL_ID, embedded_model_dir
+        from dftrain.llm.embedded import EMBEDDED_MODEL_ID, embedded_model_dir
 
         folder = Path(model) if model else embedded_model_dir()
         opts.setdefault("model_id", EMBEDDED_MODEL_ID if model is None else Path(model).name)
@@ -319,13 +314,13 @@ def load_backend(name: str, model: str | Path | None = None, **opts) -> TextBack
         return EmbeddedBackend(model, **opts)
     if name == "transformers":
         if model is None:
-            from dftrain.generalize.embedded import embedded_model_dir
+            from dftrain.llm.embedded import embedded_model_dir
 
             model = embedded_model_dir()
         return TransformersBackend(model, **opts)
     if name == "vllm":
         if model is None:
-            from dftrain.generalize.embedded import embedded_model_dir
+            from dftrain.llm.embedded import embedded_model_dir
 
             model = embedded_model_dir()
         return VllmBackend(model, **opts)
