@@ -1,6 +1,7 @@
 """Build shards from files: `shard build` (images + a captions file) and `shard objects` (an image folder).
 
-Both go in sorted key order, so the same inputs always give the same tars (a re-run after a crash
+`shard build` goes in captions-file order (entries numbered as they come: see build_shards),
+`shard objects` in sorted order, so the same inputs always give the same tars (a re-run after a crash
 rewrites identical shards and never duplicates a sample). JPEGs are copied byte for byte; other
 formats are converted to JPEG. A caption without a usable image is skipped, counted and logged with
 its key (strict=True stops at the first with ShardError).
