@@ -35,6 +35,14 @@ Number = Annotated[float, BeforeValidator(_no_bool)]  # finite: NaN and inf are 
 Switch = Annotated[bool, Strict()]  # true / false only: `word_repeat: 2` is refused, not read as True
 
 
+def _one_or_many(value: Any) -> Any:
+    # `shards: folder` in YAML (or a caller's single path) is a list of one.
+    return [value] if isinstance(value, str) else value
+
+
+PathList = Annotated[list[str], BeforeValidator(_one_or_many)]  # a repeatable option (`--shards A --shards B`)
+
+
 class Options(BaseModel):
     """Base of every stage's option model: unknown keys, NaN and inf are errors; numbers given as text
     (YAML's `1e-3`, an environment value) are read as numbers."""
@@ -47,10 +55,11 @@ class Options(BaseModel):
 
 
 def option(default: Any, help: str, *, flags: tuple[str, ...] = (), hidden: bool = False, cli: bool = True,
-           default_text: str | None = None, **constraints: Any) -> Any:
+           default_text: str | None = None, metavar: str | None = None, **constraints: Any) -> Any:
     """A field with its command-line help. `default_text` replaces the shown default where the value is
-    worked out later (None = "from the model"); `cli=False` keeps a field out of the command line."""
-    extra = {"flags": flags, "hidden": hidden, "cli": cli, "default_text": default_text}
+    worked out later (None = "from the model"); `cli=False` keeps a field out of the command line;
+    `metavar` names the value in --help (default: its type)."""
+    extra = {"flags": flags, "hidden": hidden, "cli": cli, "default_text": default_text, "metavar": metavar}
     if isinstance(default, dict | list):
         return Field(default_factory=lambda: type(default)(default), description=help, json_schema_extra=extra,
                      **constraints)
@@ -167,7 +176,7 @@ def cli_parameters(model: type[Options]) -> list[inspect.Parameter]:
         elif not decls:
             decls = (flag_name(name),)
         info = typer.Option(None, *decls, help=help_text(name, model), hidden=extra.get("hidden", False),
-                            show_default=False)
+                            show_default=False, metavar=extra.get("metavar"))
         params.append(inspect.Parameter(name, inspect.Parameter.KEYWORD_ONLY, default=info,
                                         annotation=plain | None))
     return params

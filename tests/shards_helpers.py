@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import io
+import json
 import tarfile
 from pathlib import Path
 
@@ -15,13 +16,13 @@ from dftrain.shards import ShardWriter
 # start a second one). The pause is patched in here: library code has no test hook.
 _SLOW_DFTRAIN = """
 import sys, time
-from dftrain.shards.writer import ShardWriter
+from dftrain.shards.writer import _TarShard
 delay, sys.argv = float(sys.argv[1]), ["dftrain", *sys.argv[2:]]
-write = ShardWriter.write
-def slow_write(self, sample):
-    write(self, sample)
+add = _TarShard.add  # every tar writer's per-sample step (ShardWriter and write_shard)
+def slow_add(self, sample):
+    add(self, sample)
     time.sleep(delay)
-ShardWriter.write = slow_write
+_TarShard.add = slow_add
 from dftrain.cli import main
 main()
 """
@@ -147,3 +148,22 @@ def jpeg_claiming(width: int, height: int, seed: int = 0) -> bytes:
     data[sof + 5:sof + 7] = height.to_bytes(2, "big")
     data[sof + 7:sof + 9] = width.to_bytes(2, "big")
     return bytes(data)
+
+
+def img2dataset_folder(root: Path, shards: int = 3, per_shard: int = 4) -> Path:
+    """What img2dataset writes: 00000.tar (000000000.jpg/.txt/.json), 00000.parquet, 00000_stats.json."""
+    root.mkdir(parents=True)
+    for s in range(shards):
+        members = []
+        for i in range(per_shard):
+            key = f"{s:05d}{i:04d}"
+            meta = {"url": f"https://example.com/{key}.jpg", "key": key, "status": "success", "width": 24,
+                    "height": 24, "caption": f"photo {key}", "exif": "{}", "original_width": 640}
+            members += [(f"{key}.jpg", make_jpeg(s * 100 + i)), (f"{key}.txt", f"photo {key}".encode()),
+                        (f"{key}.json", json.dumps(meta).encode())]
+        write_raw_tar(root / f"{s:05d}.tar", members)
+        (root / f"{s:05d}.parquet").write_bytes(b"PAR1 not read by adopt PAR1")
+        (root / f"{s:05d}_stats.json").write_text(json.dumps(
+            {"count": per_shard + 2, "successes": per_shard, "failed_to_download": 1, "failed_to_resize": 1,
+             "start_time": 0, "status_dict": {"success": per_shard}}))
+    return root

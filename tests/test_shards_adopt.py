@@ -2,37 +2,16 @@
 
 from __future__ import annotations
 
-import json
 import subprocess
 import sys
-from pathlib import Path
 
 import pytest
 from process_helpers import run_group
-from shards_helpers import make_jpeg, write_raw_tar
+from shards_helpers import img2dataset_folder, make_jpeg, write_raw_tar
 
 from dftrain.shards import Manifest, iter_samples
 from dftrain.shards.adopt import adopt
 from dftrain.shards.manifest import ShardError, sha256_file
-
-
-def img2dataset_folder(root: Path, shards: int = 3, per_shard: int = 4) -> Path:
-    """What img2dataset writes: 00000.tar (000000000.jpg/.txt/.json), 00000.parquet, 00000_stats.json."""
-    root.mkdir(parents=True)
-    for s in range(shards):
-        members = []
-        for i in range(per_shard):
-            key = f"{s:05d}{i:04d}"
-            meta = {"url": f"https://example.com/{key}.jpg", "key": key, "status": "success", "width": 24,
-                    "height": 24, "caption": f"photo {key}", "exif": "{}", "original_width": 640}
-            members += [(f"{key}.jpg", make_jpeg(s * 100 + i)), (f"{key}.txt", f"photo {key}".encode()),
-                        (f"{key}.json", json.dumps(meta).encode())]
-        write_raw_tar(root / f"{s:05d}.tar", members)
-        (root / f"{s:05d}.parquet").write_bytes(b"PAR1 not read by adopt PAR1")
-        (root / f"{s:05d}_stats.json").write_text(json.dumps(
-            {"count": per_shard + 2, "successes": per_shard, "failed_to_download": 1, "failed_to_resize": 1,
-             "start_time": 0, "status_dict": {"success": per_shard}}))
-    return root
 
 
 def test_adopt_indexes_every_tar_and_keeps_every_field(tmp_path):

@@ -76,7 +76,7 @@ def test_build_skips_missing_and_undecodable_images_with_keys(tmp_path, image_di
         "broken": "undecodable image", "ghost": "missing image", "blank": "empty caption"}
     assert Manifest.load(tmp_path / "out").extra["skipped"] == {
         "undecodable image": 1, "missing image": 1, "empty caption": 1}
-    with pytest.raises(ShardError, match="strict mode: blank: empty caption"):
+    with pytest.raises(ShardError, match="strict mode: ghost: missing image"):  # the first in file order
         build_shards(image_dir, captions, tmp_path / "strict", strict=True)
     assert not (tmp_path / "strict" / "manifest.json").exists()
 
@@ -189,8 +189,9 @@ def test_duplicates_in_captions_are_reported_and_kept_once(tmp_path, image_dir):
     report = build_shards(image_dir, captions, tmp_path / "out")
     assert report.duplicates == 3 and report.written == 2  # nested/dog_02 and dog_02 are one image
     by_key = {s["json"]["caption_key"]: s for s in iter_samples(tmp_path / "out", rank=0, world_size=1, decode=False)}
-    assert by_key["dog_02"]["json"]["captions"] == ["A brown dog", "A dog"]
-    assert by_key["dog_02"]["json"]["other_caption_keys"] == ["nested/dog_02"]
+    # The first key in file order names the sample; the later one's captions join it.
+    assert by_key["nested/dog_02"]["json"]["captions"] == ["A dog", "A brown dog"]
+    assert by_key["nested/dog_02"]["json"]["other_caption_keys"] == ["dog_02"]
     assert Manifest.load(tmp_path / "out").extra["duplicates"] == 3
     with pytest.raises(ShardError, match="strict mode: captions key cat_01: key given twice"):
         build_shards(image_dir, captions, tmp_path / "strict", strict=True)
@@ -207,3 +208,132 @@ def test_build_refuses_a_foreign_folder_before_any_work(tmp_path, image_dir):
         build_shards(image_dir, captions, out)
     assert (out / "shard-000000.tar").read_bytes() == b"their data"
     assert build_shards(image_dir, captions, out, overwrite=True).written == 3
+
+
+# --- at scale: streamed captions, ranks + merge ---------------------------------------------------------
+
+def _many_images(folder, n):
+    folder.mkdir(parents=True)
+    for i in range(n):
+        (folder / f"{i:05d}.jpg").write_bytes(make_jpeg(i, size=12))
+    return folder
+
+
+def _manifest_content(folder):
+    manifest = Manifest.load(folder).to_dict()
+    return {k: v for k, v in manifest.items() if k not in ("created", "command")}
+
+
+def test_two_ranks_then_merge_equal_one_process(tmp_path):
+    images = _many_images(tmp_path / "images", 9)
+    lines = [json.dumps({"key": f"{i:05d}", "caption": f"caption {i}"}) for i in range(9)]
+    lines[4] = json.dumps({"key": "ghost", "caption": "no image"})  # a skipped entry: shard 1 is shorter
+    lines.insert(2, json.dumps({"key": "00001", "caption": "caption 1, again"}))  # consecutive: one entry
+    captions = tmp_path / "captions.jsonl"
+    captions.write_text("\n".join(lines) + "\n")
+    one = build_shards(images, captions, tmp_path / "one", samples_per_shard=3)
+    assert one.manifest_written and one.written == 8 and one.shards == 3
+    first = build_shards(images, captions, tmp_path / "two", samples_per_shard=3, rank=1, world_size=2)
+    assert not first.manifest_written and first.waiting_for == [0] and first.shards == 1
+    assert not (tmp_path / "two" / "manifest.json").exists()
+    second = build_shards(images, captions, tmp_path / "two", samples_per_shard=3, rank=0, world_size=2)
+    assert second.manifest_written and second.shards == 2
+    assert _manifest_content(tmp_path / "two") == _manifest_content(tmp_path / "one")  # same tars, same sha256
+    assert not list((tmp_path / "two").glob(".build-part-*"))
+    shard_sizes = [s["samples"] for s in _manifest_content(tmp_path / "one")["shards"]]
+    assert shard_sizes == [3, 2, 3]  # chunk j -> shard j; the ghost made shard 1 shorter
+    dog = [s for s in iter_samples(tmp_path / "one", rank=0, world_size=1, decode=False)
+           if s["json"]["caption_key"] == "00001"]
+    assert dog[0]["json"]["captions"] == ["caption 1", "caption 1, again"]
+
+
+def test_merge_by_hand_and_a_stale_part_does_not_count(tmp_path):
+    from dftrain.shards.build import merge_captions_build
+
+    images = _many_images(tmp_path / "images", 4)
+    captions = tmp_path / "captions.csv"
+    captions.write_text("key,caption\n" + "".join(f"{i:05d},caption {i}\n" for i in range(4)))
+    out = tmp_path / "out"
+    build_shards(images, captions, out, samples_per_shard=2, rank=0, world_size=2)
+    # A rank-1 part of an earlier build from other captions: not this build's, so no manifest yet.
+    other = tmp_path / "other.csv"
+    other.write_text("key,caption\n00000,something else\n")
+    build_shards(images, other, out, samples_per_shard=2, rank=1, world_size=2)
+    assert merge_captions_build(images, captions, out, samples_per_shard=2, match="index", world_size=2) is None
+    build_shards(images, captions, out, samples_per_shard=2, rank=1, world_size=2)
+    assert Manifest.load(out).total_samples == 4
+
+
+def test_path_match_needs_no_listing_and_finds_img2dataset_file_layout(tmp_path, monkeypatch):
+    import dftrain.shards.build as build
+
+    images = tmp_path / "images"
+    (images / "00000").mkdir(parents=True)
+    (images / "00000" / "000000000.jpg").write_bytes(make_jpeg(1))  # img2dataset's output_format "files"
+    (images / "top.png").write_bytes(make_png(2, mode="RGB"))
+    captions = tmp_path / "00000.jsonl"
+    captions.write_text(json.dumps({"key": "000000000", "caption": "a"}) + "\n" +
+                        json.dumps({"key": "top", "caption": "b"}) + "\n" +
+                        json.dumps({"key": "../escape", "caption": "c"}) + "\n")
+    monkeypatch.setattr(build, "list_images", lambda folder: pytest.fail("path mode must not list the folder"))
+    report = build_shards(images, captions, tmp_path / "out", match="path")
+    assert report.written == 2 and dict(report.stats.problems) == {"../escape": "missing image"}
+    assert Manifest.load(tmp_path / "out").extra["images_without_caption"] is None  # not known without a listing
+
+
+def test_captions_are_a_stream(tmp_path):
+    """The reader is a generator: a big captions file is never held (peak memory stays far below its size)."""
+    import tracemalloc
+
+    from dftrain.shards.captions import caption_entries
+
+    captions = tmp_path / "big.csv"
+    with open(captions, "w") as handle:
+        handle.write("key,caption\n")
+        for i in range(60_000):
+            handle.write(f"k{i:06d},a fairly long caption number {i} with some words in it to take room\n")
+    size = captions.stat().st_size
+    entries = caption_entries(captions)
+    assert next(entries).key == "k000000"  # an iterator: nothing read beyond what was asked for
+    tracemalloc.start()
+    count = 1 + sum(1 for _ in entries)
+    _, peak = tracemalloc.get_traced_memory()
+    tracemalloc.stop()
+    assert count == 60_000 and peak < size / 20, (peak, size)
+
+
+def test_parquet_as_img2dataset_writes_it_and_a_captions_folder(tmp_path):
+    pa = pytest.importorskip("pyarrow")
+    import pyarrow.parquet as pq
+
+    images = _many_images(tmp_path / "images", 4)
+    folder = tmp_path / "captions"
+    folder.mkdir()
+    pq.write_table(pa.table({"url": ["u0", "u1", "u2"], "key": ["00000", "00001", "00002"],
+                             "caption": ["zero", "one", None], "status": ["success", "success", "failed_to_download"]}),
+                   folder / "00000.parquet")
+    (folder / "00001.jsonl").write_text(json.dumps({"key": "00003", "caption": "three"}) + "\n")
+    report = build_shards(images, folder, tmp_path / "out", samples_per_shard=2)
+    assert report.written == 3
+    assert dict(report.stats.skipped) == {"failed download": 1}  # counted, not an error
+    texts = [s["txt"] for s in iter_samples(tmp_path / "out", rank=0, world_size=1, decode=False)]
+    assert texts == ["zero", "one", "three"]
+    assert build_shards(images, folder, tmp_path / "strict", strict=True).written == 3  # not an error in strict
+
+
+def test_parquet_without_pyarrow_is_one_clear_line(tmp_path, monkeypatch):
+    import builtins
+
+    from dftrain.errors import MissingDependencyError
+
+    real_import = builtins.__import__
+
+    def no_pyarrow(name, *args, **kwargs):
+        if name.startswith("pyarrow"):
+            raise ImportError("no pyarrow")
+        return real_import(name, *args, **kwargs)
+
+    monkeypatch.setattr(builtins, "__import__", no_pyarrow)
+    (tmp_path / "c.parquet").write_bytes(b"PAR1")
+    with pytest.raises(MissingDependencyError, match=r"needs pyarrow \(pip install 'dftrain\[parquet\]'\)"):
+        build_shards(tmp_path, tmp_path / "c.parquet", tmp_path / "out")

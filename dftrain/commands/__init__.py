@@ -10,11 +10,18 @@ from typing import Annotated
 import typer
 
 from dftrain.progress import DEFAULT_LOG_INTERVAL, LOG_INTERVAL_HELP, interval_problem, set_default_interval
+from dftrain.shards.inputs import SHARDS_HELP
 
 # The one --overwrite option of every stage that writes an output folder (see dftrain/outputs.py).
 Overwrite = Annotated[bool, typer.Option(
     "--overwrite", help="Write into a folder dftrain did not create (or made by another stage), "
     "replacing dftrain's files there; and redo work that is already done.")]
+
+
+def shards_option(what: str, flag: str = "--shards", *, required: bool = True):
+    """The one shard-input option of every stage (repeatable; resolved by dftrain.shards.inputs.shard_set):
+    `what` says which data the stage reads, the rest of the help is shared."""
+    return typer.Option(... if required else None, flag, metavar="DIR|TAR|LIST", help=f"{what} {SHARDS_HELP}")
 
 
 def _set_log_interval(seconds: float | None) -> float | None:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import typer
 
+from dftrain.commands import shards_option
+
 app = typer.Typer()
 
 
@@ -13,7 +15,7 @@ app = typer.Typer()
 def detect(
     model: Path = typer.Option(..., "--model", help="Diffusers pipeline folder."),
     out: Path = typer.Option(..., "--out", help="JSON lines, one per prompt (+ OUT.summary.json)."),
-    shards: Path | None = typer.Option(None, "--shards", help="Score the ORIGINAL captions of these training shards."),
+    shards: list[Path] | None = shards_option("Score the ORIGINAL captions of these training shards.", required=False),
     prompts: Path | None = typer.Option(None, "--prompts", help="Score the prompts of this file (one per line)."),
     text: list[str] = typer.Option([], "--text", help="Score this prompt (repeatable)."),
     num_prompts: int | None = typer.Option(None, help="With --shards: a seeded sample of captions (default all)."),

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval, Overwrite
+from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval, Overwrite, shards_option
 
 app = typer.Typer()
 
@@ -14,7 +14,7 @@ app = typer.Typer()
 @app.command("evaluate")
 def evaluate(
     generations: Path = typer.Option(..., "--generations", help="Generations folder (images + prompts.jsonl)."),
-    train_shards: Path = typer.Option(..., "--train-shards", help="Training shards folder."),
+    train_shards: list[Path] = shards_option("Training shards.", "--train-shards"),
     out: Path = typer.Option(..., "--out", help="Output folder for matches.jsonl, report.json, report.md."),
     descriptor: str = typer.Option("embedded", help="Copy descriptor: embedded | sscd | dino | clip."),
     weights: Path | None = typer.Option(None, help="Descriptor weights: SSCD TorchScript file, or DINO/CLIP folder."),

@@ -35,7 +35,7 @@ def generalize(given: dict) -> None:
     command = " ".join(["dftrain", *sys.argv[1:]])
     out = Path(opts.out)
     if opts.finalize:
-        write_manifest(Path(opts.shards), out, command=command, require_all=True,
+        write_manifest(opts.shards, out, command=command, require_all=True,
                        table_parts=opts.dedup_parts if opts.dedup == "global" else None)
         typer.echo(f"wrote {out / 'manifest.json'}")
         return

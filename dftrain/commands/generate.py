@@ -6,7 +6,7 @@ from pathlib import Path
 
 import typer
 
-from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval, Overwrite
+from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval, Overwrite, shards_option
 
 app = typer.Typer()
 
@@ -14,7 +14,7 @@ app = typer.Typer()
 @app.command("generate")
 def generate(
     model: Path = typer.Option(..., "--model", help="Diffusers pipeline folder (dftrain train/export, or SD 2.1)."),
-    shards: Path = typer.Option(..., "--shards", help="Training shards whose ORIGINAL captions are the prompts."),
+    shards: list[Path] = shards_option("Training shards whose ORIGINAL captions are the prompts."),
     out: Path = typer.Option(..., "--out", help="Generations folder (images + prompts.jsonl)."),
     num_prompts: int | None = typer.Option(None, help="Seeded sample of training captions (default: all)."),
     per_prompt: int = typer.Option(1, help="Images per prompt."),

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import typer
 
-from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval
+from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval, shards_option
 
 app = typer.Typer()
 
@@ -12,7 +12,7 @@ app = typer.Typer()
 @app.command("precompute")
 def precompute(
     model: str = typer.Option(..., help="Diffusers pipeline folder (vae, text_encoder, tokenizer)."),
-    shards: str = typer.Option(..., help="Training shard folder (images + captions)."),
+    shards: list[str] = shards_option("Training shards (images + captions)."),
     out: str = typer.Option(..., help="Output folder for the latent shards of the training set."),
     objects: str = typer.Option(None, help="Object-bank shard folder to encode too."),
     objects_out: str = typer.Option(None, help="Output folder for the object-bank latents (default: OUT-objects)."),

@@ -9,7 +9,7 @@ from pathlib import Path
 
 import typer
 
-from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval
+from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval, shards_option
 
 app = typer.Typer()
 
@@ -39,9 +39,7 @@ class Backend(str, Enum):
 def score(
     text: str = typer.Option(None, "--text", help="Score one caption and print its JSON object."),
     file: Path = typer.Option(None, "--file", help="Captions file, one per line (UTF-8)."),
-    shards: Path = typer.Option(
-        None, "--shards", help="Shard folder (with manifest.json): score txt + original caption."
-    ),
+    shards: list[Path] = shards_option("Score txt + original caption of these shards.", required=False),
     out: Path = typer.Option(
         None, "--out", help="Output JSON lines (default: stdout for --file, DIR/scores.jsonl for --shards)."
     ),

@@ -40,29 +40,57 @@ def _print_build_report(report, what: str) -> None:
 
 @app.command("build")
 def build(
-    images: Path = typer.Option(..., "--images", help="Folder of images (searched recursively; matched by file stem)."),
-    captions: Path = typer.Option(..., "--captions", help="Captions: .json {key: caption, or a list of captions}, .jsonl or .csv."),
+    images: Path = typer.Option(..., "--images", help="Folder of images (matched by file name: see --match)."),
+    captions: Path = typer.Option(..., "--captions", help="Captions, read as a stream: .jsonl, .csv/.tsv (key, "
+                                  "caption) or .parquet (img2dataset's key, caption; needs pyarrow); .json "
+                                  "{key: caption, or a list of captions} is read whole; a folder: all of its "
+                                  "captions files in name order."),
     out: Path = typer.Option(..., "--out", help="Output folder for the tars and manifest.json."),
     samples_per_shard: int = typer.Option(10000, "--samples-per-shard", min=1, help="Samples per tar."),
+    match: str = typer.Option("index", "--match", help="index: list the image folder once (a key is the relative "
+                              "path without suffix, or a unique file stem); path: no listing, constant memory "
+                              "(a key is the relative path without suffix)."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first bad input instead of skipping it."),
     workers: int = typer.Option(1, "--workers", min=1, help="Processes that decode and convert images."),
+    rank: int = typer.Option(None, help="This worker's rank (default: RANK / SLURM_PROCID / 0): it writes shards "
+                             "rank, rank + world size, ..."),
+    world_size: int = typer.Option(None, help="Number of workers (default: WORLD_SIZE / SLURM_NTASKS / 1)."),
+    merge: bool = typer.Option(False, "--merge", help="Only write the manifest from the ranks' part files "
+                               "(same options as the ranks)."),
     overwrite: Overwrite = False,
     log_interval: LogInterval = DEFAULT_LOG_INTERVAL,
 ) -> None:
     """Training shards (jpg, txt, json) from an image folder and a captions file."""
+    from dftrain.distributed import rank_info
+    from dftrain.errors import ConfigError, DftrainError
     from dftrain.progress import progress
-    from dftrain.shards.build import build_shards, load_captions
+    from dftrain.shards.build import build_shards, merge_captions_build
 
     _setup_logging()
+    try:
+        info = rank_info(rank, world_size)
+    except ValueError as exc:
+        raise ConfigError(str(exc)) from None
     command = _command_line("build", "--images", images, "--captions", captions, "--out", out,
-                            "--samples-per-shard", samples_per_shard, strict and "--strict")
-    total = len(load_captions(captions).captions) if captions.is_file() else 0
-    with progress("shard build", total, unit="captions") as shown:
+                            "--samples-per-shard", samples_per_shard, "--match", match, strict and "--strict")
+    if merge:
+        manifest = merge_captions_build(images, captions, out, samples_per_shard=samples_per_shard, match=match,
+                                        world_size=info.world_size, command=command)
+        if manifest is None:
+            raise DftrainError(f"{out}: not every rank's part file of this build is there yet "
+                               "(rerun the missing ranks with the same options)")
+        typer.echo(f"{out}: manifest written, {len(manifest.shards)} shards, {manifest.total_samples} samples")
+        return
+    with progress("shard build", None, unit="captions", enabled=info.is_main) as shown:
         report = build_shards(images, captions, out, samples_per_shard=samples_per_shard, strict=strict,
-                              command=command, workers=workers, on_sample=shown.advance, overwrite=overwrite)
-    _print_build_report(report, "built")
+                              command=command, workers=workers, on_sample=shown.advance, overwrite=overwrite,
+                              rank=info.rank, world_size=info.world_size, match=match)
+    _print_build_report(report, "built" if info.world_size == 1 else f"rank {info.rank} of {info.world_size} built")
     if report.unused_images:
         typer.echo(f"{report.unused_images} image(s) had no caption and were not used")
+    if not report.manifest_written:
+        typer.echo(f"waiting for rank(s) {report.waiting_for}: the last rank to finish writes {out / 'manifest.json'} "
+                   "(or run with --merge)")
 
 
 @app.command("objects")
@@ -128,31 +156,39 @@ def synthetic(
             typer.echo(f"{folder}: {manifest.total_samples} samples in {len(manifest.shards)} shard(s)")
 
 
+FOLDERS_HELP = "Shard folders (with manifest.json), or .txt list files of them (one a line, # comments)."
+
+
 @app.command("validate")
 def validate(
-    folder: Path = typer.Argument(..., help="A shard folder (with manifest.json)."),
+    folders: list[Path] = typer.Argument(..., help=FOLDERS_HELP, metavar="DIR|LIST..."),
     strict: bool = typer.Option(False, "--strict", help="Stop at the first problem."),
 ) -> None:
     """Check every tar against the manifest (exists, size, sha256, count) and decode every sample."""
+    from dftrain.shards.inputs import input_folders
     from dftrain.shards.manifest import ShardError
     from dftrain.shards.validate import validate as validate_folder
 
     _setup_logging()
+    failed = 0
     try:
-        report = validate_folder(folder, strict=strict)
+        for folder in input_folders(folders):
+            report = validate_folder(folder, strict=strict)
+            typer.echo(
+                f"{folder}: kind {report.kind or '?'}, shards {report.shards_ok}/{report.shards_expected} ok, "
+                f"samples {report.samples_ok}/{report.samples_expected} ok"
+            )
+            for warning in report.warnings:
+                typer.echo(f"warning: {warning}")
+            for problem in report.problems:
+                typer.echo(f"problem: {problem}")
+            if not report.ok:
+                typer.echo(f"{len(report.problems)} problem(s)")
+                failed += 1
     except ShardError as exc:
         typer.secho(f"error: {exc}", err=True, fg=typer.colors.RED)
         raise typer.Exit(code=1) from None
-    typer.echo(
-        f"{folder}: kind {report.kind or '?'}, shards {report.shards_ok}/{report.shards_expected} ok, "
-        f"samples {report.samples_ok}/{report.samples_expected} ok"
-    )
-    for warning in report.warnings:
-        typer.echo(f"warning: {warning}")
-    for problem in report.problems:
-        typer.echo(f"problem: {problem}")
-    if not report.ok:
-        typer.echo(f"{len(report.problems)} problem(s)")
+    if failed:
         raise typer.Exit(code=1)
     typer.echo("ok")
 
@@ -214,11 +250,21 @@ def _human_bytes(count: int) -> str:
 
 
 @app.command("info")
-def info(folder: Path = typer.Argument(..., help="A shard folder (with manifest.json).")) -> None:
+def info(folders: list[Path] = typer.Argument(..., help=FOLDERS_HELP, metavar="DIR|LIST...")) -> None:
     """Kind, sample and shard counts, size and the command that made a shard folder."""
+    from dftrain.shards.inputs import input_folders, shard_set
     from dftrain.shards.manifest import Manifest
 
-    manifest = Manifest.load(folder)
+    chosen = input_folders(folders)
+    for folder in chosen:
+        _print_info(folder, Manifest.load(folder))
+    if len(chosen) > 1:
+        total = shard_set(chosen)  # refuses repeated shards and mixed kinds, as every stage would
+        typer.echo(f"together: {len(chosen)} folders, {total.total_samples} samples in {len(total.members)} "
+                   f"shards, kind {total.kind}")
+
+
+def _print_info(folder: Path, manifest) -> None:
     typer.echo(f"folder:   {folder}")
     typer.echo(f"kind:     {manifest.kind}")
     typer.echo(f"samples:  {manifest.total_samples}")

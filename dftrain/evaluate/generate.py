@@ -290,16 +290,19 @@ def _generate_claimed(model_dir, shards_dir, out_dir: Path, options: GenerateOpt
                       mine: list[Job]) -> dict:
     import torch
 
-    from dftrain.fingerprint import shard_folder_sha256, tree_sha256
+    from dftrain.fingerprint import tree_sha256
+    from dftrain.shards.inputs import shard_set
 
     if not (Path(model_dir) / "model_index.json").is_file():
         raise MissingDependencyError(f"{model_dir} is not a diffusers pipeline folder (no model_index.json)")
     # Reuse is keyed on content: images of a retrained model in the same folder are not "done".
-    config = {"model": tree_sha256(model_dir), "shards": shard_folder_sha256(shards_dir),
+    inputs = shard_set(shards_dir)
+    config = {"model": tree_sha256(model_dir), "shards": inputs.sha256(),
               **{k: v for k, v in asdict(options).items()
                  if k in ("num_prompts", "per_prompt", "steps", "guidance", "seed", "resolution")},
               **options.mitigation_settings(),
-              "paths": {"model": str(Path(model_dir).resolve()), "shards": str(Path(shards_dir).resolve())}}
+              "paths": {"model": str(Path(model_dir).resolve()),
+                        "shards": [str(f.resolve()) for f in inputs.folders]}}
     _check_config(out_dir, config, info.rank)
     todo = [j for j in mine if not (out_dir / j.file).is_file()]
     summary = {"planned": len(jobs), "rank": info.rank, "world_size": info.world_size, "this_rank": len(mine),

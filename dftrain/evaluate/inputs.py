@@ -142,14 +142,14 @@ def iter_train_samples(train_dir: str | Path | list[Path], *, require: tuple[str
                        stats=None) -> Iterator[dict]:
     """Raw (undecoded) training samples, in shard order; bad samples are counted in `stats` and logged.
 
-    `train_dir`: a shard folder, or a list of tars inside shard folders."""
+    `train_dir`: shard inputs as dftrain.shards.inputs.shard_set reads them (folders, tars inside shard
+    folders, list files, or a ShardSet)."""
     from dftrain.shards import iter_samples
+    from dftrain.shards.inputs import shard_set
 
-    if not isinstance(train_dir, list):
-        train_dir = Path(train_dir)
-        if not train_dir.exists():
-            raise DftrainError(f"training shards folder {train_dir} does not exist")
-    yield from iter_samples(train_dir, decode=False, require=require, stats=stats, rank=0, world_size=1)
+    if isinstance(train_dir, str | Path) and not Path(train_dir).exists():
+        raise DftrainError(f"training shards folder {train_dir} does not exist")
+    yield from iter_samples(shard_set(train_dir), decode=False, require=require, stats=stats, rank=0, world_size=1)
 
 
 def iter_train_bytes(train_dir: str | Path | list[Path], stats=None) -> Iterator[tuple[str, bytes]]:

@@ -130,15 +130,17 @@ def _rank(options: EvaluateOptions):
     return info
 
 
-def _train_manifest(train_dir: Path):
-    from dftrain.shards import Manifest
+def _train_manifest(train_dir):
+    """The training set as a ShardSet (folders, tars or list files; dftrain.shards.inputs)."""
+    from dftrain.shards.inputs import expand_inputs, shard_set
 
-    if not train_dir.exists():
-        raise DftrainError(f"training shards folder {train_dir} does not exist")
-    manifest = Manifest.load(train_dir)
-    if not manifest.shards:
-        raise DftrainError(f"no usable training images in {train_dir} (its manifest lists no shards)")
-    return manifest
+    for path, _ in expand_inputs(train_dir):
+        if not path.exists():
+            raise DftrainError(f"training shards folder {path} does not exist")
+    chosen = shard_set(train_dir)
+    if not chosen.members:
+        raise DftrainError(f"no usable training images in {chosen.describe()} (its manifest lists no shards)")
+    return chosen
 
 
 def _plans(descriptor, positions: list[np.ndarray], options: EvaluateOptions, root: Path) -> dict[str, Plan]:
@@ -198,7 +200,7 @@ def evaluate(gen_dir: str | Path, train_dir: str | Path, out_dir: str | Path,
     from dftrain.outputs import check_output_folder
 
     options = options or EvaluateOptions()
-    gen_dir, train_dir, out_dir = Path(gen_dir), Path(train_dir), Path(out_dir)
+    gen_dir, out_dir = Path(gen_dir), Path(out_dir)
     check_output_folder(out_dir, "evaluate", overwrite=options.overwrite)  # before any descriptor runs
     if options.reference_n < 1:
         raise ConfigError(f"--reference-n must be >= 1, got {options.reference_n}")
@@ -213,7 +215,7 @@ def evaluate(gen_dir: str | Path, train_dir: str | Path, out_dir: str | Path,
         plans = _plans(descriptor, positions, options, root)
         share = -(-manifest.total_samples // info.world_size)
         with _progress(f"{descriptor.name}: training images", share) as advance:
-            compute_missing(train_dir, manifest.shards, list(plans.values()), info.rank, info.world_size,
+            compute_missing(manifest.paths, manifest.shards, list(plans.values()), info.rank, info.world_size,
                             progress=advance)
         missing = missing_shards(manifest.shards, list(plans.values()))
         if missing or not info.is_main:
@@ -232,7 +234,7 @@ def _merge(gen_dir, gens, train_dir, out_dir, manifest, descriptor, plans, posit
     threshold = descriptor.threshold if options.threshold is None else float(options.threshold)
     train = _train_set(plans["copy"], manifest.shards)
     if not len(train):
-        raise DftrainError(f"no usable training images in {train_dir}")
+        raise DftrainError(f"no usable training images in {manifest.describe()}")
     gen = _embed_generations(descriptor, gen_dir, gens, options)
     by_file = {g.file: g for g in gens}
     kept = [by_file[f] for f in gen.keys]
@@ -279,7 +281,8 @@ def _merge(gen_dir, gens, train_dir, out_dir, manifest, descriptor, plans, posit
 
     report = {
         "generations_dir": str(gen_dir),
-        "train_dir": str(train_dir),
+        "train_dir": (str(manifest.folders[0]) if manifest.single_folder
+                      else [str(f) for f in manifest.folders]),
         "n_generations": n_gen,
         "n_train": len(train),
         "descriptor": descriptor.name,
@@ -329,7 +332,7 @@ def _merge(gen_dir, gens, train_dir, out_dir, manifest, descriptor, plans, posit
     shard_names = {manifest.shards[i].name for i in train.locate(best_rows[top_rows])[0].tolist()}
     with claim_output(out_dir, "evaluate", overwrite=options.overwrite):
         _write_outputs(out_dir, report, kept, best_keys, best_sims, bg_sims, threshold, descriptor, gen_dir,
-                       [train_dir / name for name in sorted(shard_names)], options)
+                       [m.path for m in manifest.members if m.name in shard_names], options)
     return report
 
 

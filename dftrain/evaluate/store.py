@@ -225,10 +225,10 @@ def compute_shard(shard_path: Path, shard, todo: list[tuple[Plan, Path, set[int]
         p.plan.shards_computed += 1
 
 
-def compute_missing(train_dir: Path, shards: Sequence, plans: list[Plan], rank: int, world_size: int, *,
+def compute_missing(tars: Sequence[Path], shards: Sequence, plans: list[Plan], rank: int, world_size: int, *,
                     progress: Callable[[int], None] | None = None) -> None:
-    """Compute this rank's missing entries (shards rank, rank + world_size, ...); each shard is read once
-    for all the plans that need it."""
+    """Compute this rank's missing entries (shards rank, rank + world_size, ...); each shard (`tars[i]`,
+    described by `shards[i]`) is read once for all the plans that need it."""
     from dftrain.distributed import split_for_rank
 
     for index in split_for_rank(range(len(shards)), rank, world_size):
@@ -246,7 +246,7 @@ def compute_missing(train_dir: Path, shards: Sequence, plans: list[Plan], rank: 
                 wanted = None if plan.positions is None else set(plan.positions[index].tolist())
                 todo.append((plan, stem, wanted))
         if todo:
-            compute_shard(Path(train_dir) / shard.name, shard, todo, progress=progress)
+            compute_shard(Path(tars[index]), shard, todo, progress=progress)
         elif progress:
             progress(shard.samples)
 

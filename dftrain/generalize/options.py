@@ -10,8 +10,9 @@ from __future__ import annotations
 from typing import Literal
 
 from dftrain.errors import ConfigError
-from dftrain.options import Integer, Number, Options, Switch, build_options, option
+from dftrain.options import Integer, Number, Options, PathList, Switch, build_options, option
 from dftrain.progress import DEFAULT_LOG_INTERVAL, LOG_INTERVAL_HELP
+from dftrain.shards.inputs import SHARDS_HELP
 
 BACKENDS = ("embedded", "transformers", "vllm")
 DTYPES = ("float32", "bfloat16", "float16", "auto")
@@ -24,7 +25,7 @@ DEFAULT_BATCH_SIZE = 32  # transformers / embedded; vLLM gets a whole part at on
 
 class GeneralizeOptions(Options):
     # inputs / outputs
-    shards: str = option("", "Input shard folder (with manifest.json).", default_text="required")
+    shards: PathList = option([], "Input shards: " + SHARDS_HELP, default_text="required", metavar="DIR|TAR|LIST")
     out: str = option("", "Output shard folder (same shard names and keys).", default_text="required")
     # model
     backend: Literal[BACKENDS] = option("embedded", "LLM backend; embedded is SmolLM2-135M on the CPU, vllm needs a GPU.")

@@ -28,7 +28,7 @@ from pathlib import Path
 from dftrain.distributed import split_for_rank
 from dftrain.errors import DftrainError
 from dftrain.generalize.overlap import Background
-from dftrain.generalize.receipts import read_json_receipt, write_json_receipt
+from dftrain.generalize.receipts import input_tar, read_json_receipt, write_json_receipt
 from dftrain.generalize.table import (
     ResultsReader,
     caption_key,
@@ -108,7 +108,7 @@ def collect_pass(in_dir: Path, out_dir: Path, mine: list, *, parts: int, limits:
         if run_receipt(out_dir, shard, key, verify_sha=True) is not None:
             report["skipped_done"].append(shard.name)
             continue
-        samples, _ = read_shard(in_dir / shard.name, strict)
+        samples, _ = read_shard(input_tar(in_dir, shard.name), strict)
         data, offsets, part_samples = encode_run((s["txt"] for s in samples), parts)
         path = folder / f"{shard.name}.jsonl"
         atomic_write_bytes(path, data)
@@ -357,7 +357,7 @@ def write_pass(in_dir: Path, out_dir: Path, todo: list, *, parts: int, llm: Call
             advance = bar.advance
             for shard in todo:
                 started = time.perf_counter()
-                samples, stats = read_shard(in_dir / shard.name, strict)
+                samples, stats = read_shard(input_tar(in_dir, shard.name), strict)
                 texts = list(dict.fromkeys(normalize_caption(s["txt"]) for s in samples))
                 found = reader.lookup(caption_key(t) for t in texts)
                 records = {t: found.get(caption_key(t)) for t in texts}
@@ -365,7 +365,7 @@ def write_pass(in_dir: Path, out_dir: Path, todo: list, *, parts: int, llm: Call
                 if lost:
                     raise TableIncomplete(f"{shard.name}: {len(lost)} caption(s) are not in the caption table "
                                           f"(first: {lost[0][:80]!r}); run the collect pass again for this input")
-                receipt = write_generalized_shard(in_dir / shard.name, out_dir / shard.name, samples, stats, records,
+                receipt = write_generalized_shard(input_tar(in_dir, shard.name), out_dir / shard.name, samples, stats, records,
                                                   llm=llm() if samples else {}, faithful=faithful, started=started)
                 on_shard(shard.name, receipt)
                 advance(len(samples) + stats.total_skipped)

@@ -122,14 +122,29 @@ def _table_summary(out_dir: Path, parts: int | None) -> dict | None:
     return table_summary(out_dir, parts)
 
 
-def input_shards(in_dir: Path) -> list:
-    """The input manifest's shard list (ShardInfo) in order."""
-    from dftrain.shards import Manifest
+def input_shards(in_dir) -> list:
+    """The input shards (ShardInfo, under their names unique in the set: dftrain.shards.inputs) in order."""
+    from dftrain.shards.inputs import shard_set
 
-    return list(Manifest.load(in_dir).shards)
+    return shard_set(in_dir).shards
 
 
-def finalize(in_dir: Path, out_dir: Path, *, command: str = "", require_all: bool = True, write: bool = True,
+def input_tar(in_dir, name: str) -> Path:
+    """The input tar of the shard `input_shards` calls `name`."""
+    from dftrain.shards.inputs import shard_set
+
+    return shard_set(in_dir).tar_of(name)
+
+
+def _source_folders(in_dir) -> str | list[str]:
+    """The manifest's `source`: the input folder, or the list of them."""
+    from dftrain.shards.inputs import shard_set
+
+    folders = [str(f) for f in shard_set(in_dir).folders]
+    return folders[0] if len(folders) == 1 else folders
+
+
+def finalize(in_dir, out_dir: Path, *, command: str = "", require_all: bool = True, write: bool = True,
              table_parts: int | None = None) -> bool:
     """Write OUT/manifest.json when every input shard has a finished output shard made from its
     current content.
@@ -152,7 +167,8 @@ def finalize(in_dir: Path, out_dir: Path, *, command: str = "", require_all: boo
     inputs = {s.name: s.sha256 for s in shards}
     stale = [n for n, r in receipts.items() if (r.get("key") or {}).get("input_sha256") != inputs[n]]
     if stale:
-        message = (f"{len(stale)} shard(s) in {out_dir} were generalized from an older version of {in_dir} "
+        message = (f"{len(stale)} shard(s) in {out_dir} were generalized from an older version of "
+                   f"{_source_folders(in_dir)} "
                    f"(first: {stale[:3]}); run the generalize ranks again")
         if require_all:
             raise DftrainError(message)
@@ -181,7 +197,7 @@ def finalize(in_dir: Path, out_dir: Path, *, command: str = "", require_all: boo
         kind=MANIFEST_KIND,
         shards=[ShardInfo(r["name"], r["samples"], r["sha256"], r["bytes"]) for r in receipts.values()],
         command=command,
-        extra={"source": str(in_dir), "settings": settings[0] if settings else None,
+        extra={"source": _source_folders(in_dir), "settings": settings[0] if settings else None,
                "model": models.pop() if models else None,
                "steps": dict(totals["steps"]), "skipped": dict(totals["skipped"]),
                "fallback_reasons": dict(totals["fallback_reasons"]),

@@ -52,6 +52,7 @@ from dftrain.generalize.receipts import (
     RECEIPT_DIR,
     finalize,
     input_shards,
+    input_tar,
     model_identity,
     receipt_path,
     shard_is_done,
@@ -164,9 +165,11 @@ def run_stage(in_dir: str | Path, out_dir: str | Path, *, settings: StageSetting
     """
     from dftrain.generalize.passes import my_parts, temp_patterns
     from dftrain.outputs import claim_output
+    from dftrain.shards.inputs import shard_set
 
-    in_dir, out_dir = Path(in_dir), Path(out_dir)
-    if in_dir.resolve() == out_dir.resolve():
+    out_dir = Path(out_dir)
+    in_dir = shard_set(in_dir)  # folders, tars, list files: dftrain.shards.inputs
+    if any(folder.resolve() == out_dir.resolve() for folder in in_dir.folders):
         raise ConfigError("--out must differ from --shards (output shards keep the input names)")
     if dedup.mode == "global" and dedup.run == "all" and world_size > 1:
         raise ConfigError(f"--dedup global with {world_size} ranks: run the passes as separate steps, each on "
@@ -187,7 +190,7 @@ def run_stage(in_dir: str | Path, out_dir: str | Path, *, settings: StageSetting
 class _Run:
     """One rank's call of run_stage inside its claim of the output folder."""
 
-    def __init__(self, in_dir: Path, out_dir: Path, shards: list, mine: list, *, settings: StageSettings,
+    def __init__(self, in_dir, out_dir: Path, shards: list, mine: list, *, settings: StageSettings,
                  make_generalizer: Callable[[], Generalizer], model_id: str, scorer, rank: int, world_size: int,
                  strict: bool, command: str, progress: bool, dedup: DedupPlan, overlap: bool = True,
                  ray: dict | None = None):
@@ -274,7 +277,7 @@ class _Run:
             advance = bar.advance
             for s in todo:
                 started = time.perf_counter()
-                samples, stats = read_shard(self.in_dir / s.name, self.strict)
+                samples, stats = read_shard(input_tar(self.in_dir, s.name), self.strict)
                 texts = [normalize_caption(sample["txt"]) for sample in samples]
                 unique = list(dict.fromkeys(texts))  # in-shard dedup, first-seen order
                 weight = Counter(texts)
@@ -288,7 +291,7 @@ class _Run:
     def finish_shard(self, name: str, samples: list, stats, unique: list[str], results: list, llm: dict,
                      started: float, advance: Callable[[int], None]) -> None:
         records = dict(zip(unique, score_records(unique, results, self.scorer), strict=True))
-        receipt = write_generalized_shard(self.in_dir / name, self.out_dir / name, samples, stats, records, llm=llm,
+        receipt = write_generalized_shard(input_tar(self.in_dir, name), self.out_dir / name, samples, stats, records, llm=llm,
                                           faithful=self.settings.faithful, started=started)
         self.shard_done(name, receipt)
         advance(stats.total_skipped)

@@ -93,15 +93,15 @@ def score_shards(
     out: str | Path | None = None,
     histogram: str | Path | None = None,
 ) -> ShardScoreReport:
-    shard_dir = Path(shard_dir)
-    if not (shard_dir / "manifest.json").is_file():
-        raise DftrainError(
-            f"no manifest.json in {shard_dir}: not a shard directory (see `dftrain shard --help`)"
-        )
     from dftrain.shards import SkipStats
+    from dftrain.shards.inputs import shard_set
 
+    inputs = shard_set(shard_dir)  # folders without a manifest, bad list lines: one-line ShardError
+    if out is None and inputs.single_folder is None:
+        raise DftrainError("several shard inputs: pass --out FILE.jsonl for the scores")
+    shard_dir = inputs.folders[0]
     stats = SkipStats()
-    samples, captions = collect_captions(shard_dir, stats)
+    samples, captions = collect_captions(inputs, stats)
     scored = score_fn([item.caption for item in captions])
     rows = [
         {"key": item.key, "shard": item.shard, "field": item.field, **row}
@@ -112,6 +112,6 @@ def score_shards(
     summary = {name: summarize_rows([r for r in rows if r["field"] == name], score_keys) for name in fields}
     hist_path = Path(histogram) if histogram else out_path.with_name(out_path.stem + "_generality.png")
     groups = {name: [r.get("generality") for r in rows if r["field"] == name] for name in fields}
-    plot_histogram(groups, hist_path, title=f"caption generality: {shard_dir.name}")
+    plot_histogram(groups, hist_path, title=f"caption generality: {inputs.describe()}")
     skipped = dict(stats.skipped) if stats is not None else {}
     return ShardScoreReport(out_path, hist_path, samples, len(rows), summary, skipped)

@@ -23,14 +23,8 @@ from pathlib import Path
 
 from dftrain.distributed import split_for_rank
 from dftrain.shards.limits import Limits, current_limits
-from dftrain.shards.manifest import (
-    MANIFEST_NAME,
-    Manifest,
-    ShardError,
-    ShardInfo,
-    atomic_write_bytes,
-    sha256_file,
-)
+from dftrain.shards.manifest import MANIFEST_NAME, Manifest, ShardError, ShardInfo, sha256_file
+from dftrain.shards.parts import missing_parts, read_parts, remove_parts, write_part
 from dftrain.shards.validate import REQUIRED_FIELDS, Problem, check_shard_samples
 
 PART_PREFIX = ".adopt-part-"
@@ -66,10 +60,6 @@ def img2dataset_counts(tar: Path) -> dict[str, int]:
     return {k: int(data[k]) for k in IMG2DATASET_COUNTS if isinstance(data.get(k), int)}
 
 
-def _part_path(folder: Path, rank: int, world_size: int) -> Path:
-    return folder / f"{PART_PREFIX}{rank:05d}-of-{world_size:05d}.json"
-
-
 def index_tars(tars: list[Path], kind: str, limits: Limits, on_tar: Callable[[int], None] | None = None) -> dict:
     """One rank's share: a ShardInfo per readable tar, the problems, the img2dataset counts.
     `on_tar(samples found)` after each tar (for a progress display)."""
@@ -97,12 +87,10 @@ def index_tars(tars: list[Path], kind: str, limits: Limits, on_tar: Callable[[in
 
 def merge_parts(folder: Path, world_size: int, kind: str, command: str, limits: Limits) -> Manifest | None:
     """The manifest from every rank's part (None while some are missing); part files are removed after."""
-    parts_paths = [_part_path(folder, r, world_size) for r in range(world_size)]
-    if not all(p.is_file() for p in parts_paths):
+    if missing_parts(folder, PART_PREFIX, world_size):
         return None
-    try:
-        parts = [json.loads(p.read_text(encoding="utf-8")) for p in parts_paths]
-    except FileNotFoundError:  # another rank merged them at the same moment
+    parts = read_parts(folder, PART_PREFIX, world_size)
+    if parts is None:  # another rank merged them at this moment
         return Manifest.load(folder) if (folder / MANIFEST_NAME).is_file() else None
     shards = sorted((ShardInfo.from_dict(s) for part in parts for s in part["shards"]), key=lambda s: s.name)
     counts: dict[str, int] = {}
@@ -116,8 +104,7 @@ def merge_parts(folder: Path, world_size: int, kind: str, command: str, limits: 
         extra["img2dataset"] = counts
     manifest = Manifest(kind=kind, shards=shards, command=command, extra=extra)
     manifest.save(folder)
-    for path in parts_paths:
-        path.unlink(missing_ok=True)
+    remove_parts(folder, PART_PREFIX, world_size)
     return manifest
 
 
@@ -147,12 +134,11 @@ def adopt(folder: str | os.PathLike, *, kind: str = "train", rank: int = 0, worl
             shown.advance(samples=checked[0])
 
         part = index_tars(mine, kind, limits, on_tar=tar_done)
-    atomic_write_bytes(_part_path(folder, rank, world_size), json.dumps(part).encode("utf-8"))
+    write_part(folder, PART_PREFIX, rank, world_size, part)
     report = AdoptReport(folder, tars_indexed=len(part["shards"]), samples_ok=part["samples_ok"],
                          problems=part["problems"], excluded=part["excluded"], img2dataset=part["img2dataset"])
     report.samples_found = sum(s["samples"] for s in part["shards"])
     manifest = merge_parts(folder, world_size, kind, command, limits)
     report.manifest_written = manifest is not None
-    report.waiting_for = 0 if manifest else sum(
-        not _part_path(folder, r, world_size).is_file() for r in range(world_size))
+    report.waiting_for = 0 if manifest else len(missing_parts(folder, PART_PREFIX, world_size))
     return report

@@ -70,7 +70,17 @@ class ShardRef:
 
 
 def resolve_shards(source: str | os.PathLike | Iterable[str | os.PathLike]) -> list[ShardRef]:
-    """A shard folder (its manifest, in order), a single .tar, or a list of folders / tars."""
+    """A shard folder (its manifest, in order), a single .tar, a list of folders / tars, or a ShardSet.
+
+    Stages resolve what the user gave with dftrain.shards.inputs.shard_set (list files, repeats, kinds)
+    and pass the ShardSet here; a bare .tar without a manifest is read only by a stage's own code
+    (one tar at a time)."""
+    from dftrain.shards.inputs import LIST_SUFFIX, ShardSet, shard_set
+
+    if isinstance(source, ShardSet):
+        return [ShardRef(m.path, m.info.samples) for m in source.members]
+    if isinstance(source, str | os.PathLike) and Path(source).suffix.lower() == LIST_SUFFIX:
+        return resolve_shards(shard_set(source))
     if isinstance(source, str | os.PathLike):
         sources = [source]
     else:

@@ -13,9 +13,10 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dftrain.errors import ConfigError
-from dftrain.options import Integer, Number, Options, Switch, build_options, option
+from dftrain.options import Integer, Number, Options, PathList, Switch, build_options, option
 from dftrain.paths import packaged_ds_config
 from dftrain.progress import DEFAULT_LOG_INTERVAL, LOG_INTERVAL_HELP
+from dftrain.shards.inputs import SHARDS_HELP
 from dftrain.train.duplication import DUP_SAMPLING_MODES
 from dftrain.train.fusion import CAPTION_FUSION_MODES, FUSION_MODES
 from dftrain.train.object_draws import OBJECT_LABEL_MODES, OBJECT_LATENT_MODES
@@ -35,8 +36,8 @@ class TrainConfig(Options):
     # inputs / outputs
     model: str = option("", "Diffusers pipeline folder (unet, vae, text_encoder, tokenizer, scheduler).",
                         default_text="required")
-    shards: str = option("", "Training shard folder (images, or latents from `dftrain precompute`).",
-                         default_text="required")
+    shards: PathList = option([], "Training shards (images, or latents from `dftrain precompute`): " + SHARDS_HELP,
+                              default_text="required", metavar="DIR|TAR|LIST")
     objects: str | None = option(None, "Object-bank shard folder (needed for any fusion).")
     out: str = option("", "Run folder: checkpoints/, metrics.jsonl, config.yaml, pipeline/.", default_text="required")
     # method
@@ -219,12 +220,21 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
                 if not (model / sub).is_dir():
                     problems.append(f"model folder {model} has no {sub}/ (expected a diffusers pipeline folder)")
     if cfg.shards:
-        shards = Path(cfg.shards)
-        if not shards.is_dir():
-            problems.append(f"shard folder not found: {shards}")
-        elif (manifest := load_shard_manifest(shards, problems)) is not None:
-            facts["train_kind"] = manifest.kind
-            train_extra = manifest.extra
+        from dftrain.shards import ShardError
+        from dftrain.shards.inputs import shard_set
+
+        try:  # folders without a manifest, bad list lines, repeats and mixed kinds are refused here
+            train_set = shard_set(cfg.shards)
+        except ShardError as exc:
+            problems.append(str(exc))
+        else:
+            facts["train_kind"] = train_set.kind
+            train_extra = train_set.extra
+            settings = ("resolution", "scaling_factor", "flip", "text_states", "caption_field")
+            if train_set.kind == "latents" and len({json.dumps([m.extra.get(k) for k in settings])
+                                                    for m in train_set.manifests}) > 1:
+                problems.append("the latent shard folders were precomputed with different settings "
+                                f"({', '.join(settings)}): precompute them alike")
 
     if cfg.fusion != "none":
         if not cfg.objects:
@@ -284,7 +294,7 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
         bad = [name for name, on in text_level.items() if on]
         if bad:
             problems.append(
-                f"{', '.join(bad)} change caption text, but {cfg.shards} holds precomputed text states: "
+                f"{', '.join(bad)} change caption text, but {', '.join(cfg.shards)} holds precomputed text states: "
                 "precompute without --text-states (or train from image shards) for these options"
             )
 

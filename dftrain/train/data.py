@@ -40,17 +40,18 @@ class StreamPosition:
         return {"epoch": self.epoch, "index": self.index}
 
 
-def shard_paths(folder: str | Path) -> list[Path]:
-    from dftrain.shards import Manifest, ShardError
+def shard_paths(inputs) -> list[Path]:
+    """The tars of shard inputs (folders, tars, list files: dftrain.shards.inputs), in order."""
+    from dftrain.shards import ShardError
+    from dftrain.shards.inputs import shard_set
 
-    folder = Path(folder)
-    try:  # never the *.tar there without a manifest: that is an interrupted build's partial data
-        paths = list(Manifest.load(folder).shard_paths(folder))
+    try:  # never the *.tar of a folder without a manifest: that is an interrupted build's partial data
+        chosen = shard_set(inputs)
     except ShardError as exc:
         raise ConfigError(str(exc)) from None
-    if not paths:
-        raise ConfigError(f"no shards in {folder}")
-    return paths
+    if not chosen.members:
+        raise ConfigError(f"no shards in {chosen.describe()}")
+    return chosen.paths
 
 
 def decode_image(jpg: bytes, resolution: int) -> torch.Tensor:
@@ -119,7 +120,7 @@ class TrainStream:
 
     def __init__(
         self,
-        folder: str | Path,
+        folder,
         *,
         rank: int,
         world_size: int,

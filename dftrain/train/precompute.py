@@ -136,23 +136,24 @@ def precompute_folder(
     and the same settings; paths and sizes do not count (tars are padded, so sizes often match)."""
     from dftrain.outputs import claim_output
     from dftrain.shards import Manifest, ShardInfo, SkipStats, iter_samples, write_shard
+    from dftrain.shards.inputs import shard_set
 
-    source, out = Path(source), Path(out)
+    out = Path(out)
     if dtype not in STORAGE_DTYPES:
         raise DftrainError(f"--dtype must be one of {', '.join(STORAGE_DTYPES)}")
-    inputs = shard_paths(source)  # refuses a folder without manifest
-    source_manifest = Manifest.load(source)
-    input_sha256 = {info.name: info.sha256 for info in source_manifest.shards}
-    mine = split_for_rank(inputs, rank, world_size)
-    sizes = {info.name: info.samples for info in source_manifest.shards}
+    shard_paths(source)  # refuses a folder without manifest (ConfigError), and an empty one
+    inputs = shard_set(source)  # one output shard per input shard, under its name unique in the set
+    mine = split_for_rank(list(inputs.members), rank, world_size)
+    sizes = {m.name: m.info.samples for m in inputs.members}
     with claim_output(out, "precompute", overwrite=overwrite, scope=f"rank{rank}"), \
-            show_progress("precompute objects" if objects else "precompute", sum(sizes[p.name] for p in mine),
+            show_progress("precompute objects" if objects else "precompute", sum(sizes[m.name] for m in mine),
                           unit="samples", enabled=progress and rank == 0) as shown:
         stats, skipped, written = SkipStats(), [], 0
-        for path in mine:
-            target = out / path.name
-            info_file = out / f".{path.name}.info.json"
-            source_id = {"input_sha256": input_sha256.get(path.name), "encoder": encoder_id, "resolution": enc.resolution,
+        for member in mine:
+            path = member.path
+            target = out / member.name
+            info_file = out / f".{member.name}.info.json"
+            source_id = {"input_sha256": member.info.sha256, "encoder": encoder_id, "resolution": enc.resolution,
                          "flip": flip, "caption_field": caption_field, "dtype": dtype,
                          "text_states": text_states and not objects}
             if objects:  # object shards from before held the mean alone: made again
@@ -160,7 +161,7 @@ def precompute_folder(
             if target.is_file() and info_file.is_file():
                 if json.loads(info_file.read_text()).get("made_from") == source_id:
                     log.info("%s already done: skipped", target)
-                    shown.skip(sizes[path.name])
+                    shown.skip(sizes[member.name])
                     continue
                 log.info("%s was made from other input or settings: encoding again", target)
             raw = iter_samples([path], rank=0, world_size=1, decode=False, require=("jpg",) if objects else ("jpg", "txt"), stats=stats)
@@ -171,14 +172,15 @@ def precompute_folder(
             info_file.write_text(json.dumps({"name": info.name, "samples": info.samples, "sha256": info.sha256,
                                              "bytes": info.bytes, "made_from": source_id}))
             written += info.samples
-        infos = [out / f".{p.name}.info.json" for p in inputs]
+        infos = [out / f".{m.name}.info.json" for m in inputs.members]
         manifest_written = False
         if all(f.is_file() for f in infos):
             shards = [ShardInfo.from_dict({k: v for k, v in json.loads(f.read_text()).items() if k != "made_from"}) for f in infos]
             Manifest(kind="latents", shards=shards, command=command, extra={
                 "resolution": enc.resolution, "scaling_factor": enc.scaling_factor, "flip": flip,
-                "caption_field": None if objects else caption_field, "dtype": dtype, "source": str(source),
-                "source_kind": source_manifest.kind, "objects": objects, "text_states": text_states and not objects,
+                "caption_field": None if objects else caption_field, "dtype": dtype,
+                "source": str(inputs.folders[0]) if len(inputs.folders) == 1 else [str(f) for f in inputs.folders],
+                "source_kind": inputs.kind, "objects": objects, "text_states": text_states and not objects,
                 "posterior_std": True,
             }).save(out)
             manifest_written = True
@@ -201,9 +203,10 @@ def precompute(
     """Encode the training shards (and the object bank) into latent shards."""
     from dftrain.distributed import rank_info
 
-    for folder in (model, shards, objects):
+    for folder in (model, objects):
         if folder is not None and not Path(folder).is_dir():
             raise DftrainError(f"folder not found: {folder}")
+    shard_paths(shards)  # the shard inputs are checked before the model loads
     info = rank_info(rank, world_size)
     enc = Encoder(model, with_text=text_states, resolution=resolution)
     result = {"train": precompute_folder(

@@ -31,7 +31,9 @@ RUN_OUTPUTS = ("checkpoints", "metrics.jsonl", "pipeline", "config.yaml")
 
 def _comparable(name: str, value: Any) -> Any:
     if name in PATH_OPTIONS and value:
-        return str(Path(value).resolve())
+        if isinstance(value, list | tuple):  # --shards is repeatable; a run saved before held one path
+            return [str(Path(v).resolve()) for v in value]
+        return [str(Path(value).resolve())] if name == "shards" else str(Path(value).resolve())
     return value
 
 
