@@ -13,6 +13,7 @@ the stage's own `validate`.
 from __future__ import annotations
 
 import inspect
+import os
 import types
 import typing
 from collections.abc import Callable
@@ -35,11 +36,20 @@ Number = Annotated[float, BeforeValidator(_no_bool)]  # finite: NaN and inf are 
 Switch = Annotated[bool, Strict()]  # true / false only: `word_repeat: 2` is refused, not read as True
 
 
+def _path_text(value: Any) -> Any:
+    # A library caller's pathlib.Path is the same option as its text.
+    return os.fspath(value) if isinstance(value, os.PathLike) else value
+
+
 def _one_or_many(value: Any) -> Any:
     # `shards: folder` in YAML (or a caller's single path) is a list of one.
-    return [value] if isinstance(value, str) else value
+    value = _path_text(value)
+    if isinstance(value, str):
+        return [value]
+    return [_path_text(v) for v in value] if isinstance(value, list | tuple) else value
 
 
+PathText = Annotated[str, BeforeValidator(_path_text)]  # a file or folder, given as text or a Path
 PathList = Annotated[list[str], BeforeValidator(_one_or_many)]  # a repeatable option (`--shards A --shards B`)
 
 

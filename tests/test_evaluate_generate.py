@@ -117,7 +117,7 @@ def test_generate_cli_then_evaluate(setup, tmp_path):
                                       "--steps", "1"])
     assert result.exit_code == 0, result.output
     assert "lists 4 of 4 images (complete)" in result.output
-    report = evaluate(tmp_path / "gen", tmp / "train", tmp_path / "eval", EvaluateOptions(use_cache=False))
+    report = evaluate(tmp_path / "gen", tmp / "train", tmp_path / "eval", EvaluateOptions(no_cache=True))
     assert report["n_generations"] == 4 and report["n_train"] == 6
     assert report["diversity_prompts"] == 2 and report["diversity"] is not None
     assert report["own_match_rate"] is not None

@@ -3,6 +3,7 @@
 import csv
 import io
 import json
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -111,7 +112,7 @@ def test_cache_reused_and_invalidated_when_an_image_changes(tmp_path):
     changed = evaluate(tmp_path / "gen", tmp_path / "train", tmp_path / "out", opts)
     assert changed["cache"] == {"train_reused": 6, "train_computed": 4, "train_shards_reused": 2,
                                 "train_shards_computed": 1, "gen_reused": 2, "gen_computed": 1}
-    fresh = evaluate(tmp_path / "gen", tmp_path / "train", tmp_path / "out2", EvaluateOptions(use_cache=False))
+    fresh = evaluate(tmp_path / "gen", tmp_path / "train", tmp_path / "out2", EvaluateOptions(no_cache=True))
     for key in ("sim_mean", "sim_p95", "bg_sim_mean", "fd_embedded"):
         assert changed[key] == pytest.approx(fresh[key], abs=1e-6)
     # The cache is keyed by content, not by place: a copy of the training folder elsewhere reuses it.
@@ -135,7 +136,7 @@ def test_fid_with_a_local_torchscript_file(planted, tmp_path):
     path = tmp_path / "inception.pt"
     torch.jit.script(_TinyFeatures()).save(str(path))
     report = evaluate(tmp / "gen", tmp / "train", tmp_path / "out",
-                      EvaluateOptions(inception=path, use_cache=False))
+                      EvaluateOptions(inception=path, no_cache=True))
     from dftrain.evaluate.fid import InceptionFeatures
 
     feats = InceptionFeatures(path, device="cpu")
@@ -166,7 +167,7 @@ def test_input_errors_are_clear(tmp_path):
     (tmp_path / "gen" / "prompts.jsonl").unlink()  # a plain folder of images also works
     (tmp_path / "empty_train").mkdir()
     with pytest.raises(DftrainError):
-        evaluate(tmp_path / "gen", tmp_path / "empty_train", tmp_path / "out", EvaluateOptions(use_cache=False))
+        evaluate(tmp_path / "gen", tmp_path / "empty_train", tmp_path / "out", EvaluateOptions(no_cache=True))
     with pytest.raises(DftrainError, match="needs --weights"):
         evaluate(tmp_path / "gen", tmp_path / "train", tmp_path / "out", EvaluateOptions(descriptor="dino"))
 
@@ -179,7 +180,7 @@ def test_undecodable_training_image_is_counted_not_fatal(tmp_path):
             w.write({"__key__": f"k{i}", "jpg": jpeg_bytes(img), "txt": "c", "json": {"caption": "c"}})
         w.write({"__key__": "broken", "jpg": b"\xff\xd8 not really a jpeg", "txt": "c", "json": {"caption": "c"}})
     write_generations(tmp_path / "gen", scene_images(2, seed=6), [None, None])
-    report = evaluate(tmp_path / "gen", tmp_path / "train", tmp_path / "out", EvaluateOptions(use_cache=False))
+    report = evaluate(tmp_path / "gen", tmp_path / "train", tmp_path / "out", EvaluateOptions(no_cache=True))
     assert report["n_train"] == 4
     skipped = report["skipped"]
     assert "broken" in skipped["train"] or sum(skipped["train_shards"].values()) == 1
@@ -244,7 +245,7 @@ def test_duplicated_training_images_split_and_group_match(tmp_path):
     gens = [planted_copy(scenes[0], rng) for _ in range(3)] + [planted_copy(scenes[4], rng)] + scene_images(2, seed=99)
     own = [keys[3], keys[1], keys[2], keys[7], keys[5], keys[6]]  # the last two prompts got unrelated images
     write_generations(tmp_path / "gen", gens, own)
-    report = evaluate(tmp_path / "gen", tmp_path / "train", tmp_path / "out", EvaluateOptions(use_cache=False))
+    report = evaluate(tmp_path / "gen", tmp_path / "train", tmp_path / "out", EvaluateOptions(no_cache=True))
     assert report["own_group_match_rate"] == pytest.approx(4 / 6)
     assert report["own_group_chance"] == pytest.approx((3 * 4 / 9 + 3 * 1 / 9) / 6)
     assert report["own_match_rate"] < report["own_group_match_rate"]  # exact keys miss most copies
@@ -253,3 +254,27 @@ def test_duplicated_training_images_split_and_group_match(tmp_path):
     assert dup["own_group_match"] == 1.0 and uni["own_group_match"] == pytest.approx(1 / 3)
     assert dup["sim_mean"] > uni["sim_mean"]
     assert report["fd_descriptor"] == report["fd_embedded"]  # the embedded descriptor is its own fit space
+
+
+@pytest.mark.parametrize("flags,message", [
+    (["--reference-n", "0"], "error: --reference-n: Input should be greater than or equal to 1, got 0"),
+    (["--threshold", "nan"], "error: --threshold: Input should be a finite number, got nan"),
+    (["--descriptor", "sift"], "error: --descriptor: Input should be 'embedded', 'sscd', 'dino' or 'clip', got 'sift'"),
+])
+def test_evaluate_options_are_typed_and_refused_in_one_line_before_anything_runs(tmp_path, flags, message):
+    import subprocess
+    import sys
+
+    result = subprocess.run([sys.executable, "-m", "dftrain", "evaluate", "--generations", str(tmp_path / "g"),
+                             "--train-shards", str(tmp_path / "t"), "--out", str(tmp_path / "out"), *flags],
+                            capture_output=True, text=True, timeout=120)
+    assert result.returncode == 1 and "Traceback" not in result.stderr
+    assert [line for line in result.stderr.splitlines() if line.startswith("error:")] == [message]
+    assert not (tmp_path / "out").exists()
+
+
+def test_evaluate_options_from_a_library_caller_take_paths():
+    from dftrain.evaluate.options import EvaluateOptions
+
+    opts = EvaluateOptions(cache_dir=Path("/tmp/c"), train_shards=Path("/data/a"), nlist=8)
+    assert opts.cache_dir == "/tmp/c" and opts.train_shards == ["/data/a"] and opts.ivf.nlist == 8

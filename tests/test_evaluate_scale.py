@@ -69,7 +69,7 @@ def test_two_ranks_then_merge_equal_one_process(data, tmp_path):
 
 def test_rank_options_are_checked(data, tmp_path):
     with pytest.raises(ConfigError, match="--no-cache works in one process"):
-        evaluate(data / "gen", data / "train", tmp_path / "o", EvaluateOptions(use_cache=False, rank=0, world_size=2))
+        evaluate(data / "gen", data / "train", tmp_path / "o", EvaluateOptions(no_cache=True, rank=0, world_size=2))
     result = CliRunner().invoke(app, ["evaluate", "--generations", str(data / "gen"), "--train-shards",
                                       str(data / "train"), "--out", str(tmp_path / "o"), "--rank", "2",
                                       "--world-size", "2"])

@@ -121,7 +121,7 @@ def test_evaluate_accepts_two_folders(tmp_path):
     keys_b = write_train_shards(tmp_path / "b", images[4:], samples_per_shard=2)
     write_generations(tmp_path / "gen", [images[5]], [keys_b[1]])
     report = evaluate(tmp_path / "gen", [tmp_path / "a", tmp_path / "b"], tmp_path / "eval",
-                      EvaluateOptions(use_cache=False, reference_n=4))
+                      EvaluateOptions(no_cache=True, reference_n=4))
     assert report["n_train"] == 6 and report["train_dir"] == [str(tmp_path / "a"), str(tmp_path / "b")]
     assert report["sim_mean"] > 0.99  # the generation is training image 5, found in the second folder
 

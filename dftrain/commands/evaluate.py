@@ -1,4 +1,7 @@
-"""`dftrain evaluate`: replication (copy detection vs the training set), fit and diversity of generations."""
+"""`dftrain evaluate`: replication (copy detection vs the training set), fit and diversity of generations.
+
+The options are the fields of EvaluateOptions (dftrain/evaluate/options.py), defined there once.
+"""
 
 from __future__ import annotations
 
@@ -6,62 +9,28 @@ from pathlib import Path
 
 import typer
 
-from dftrain.commands import DEFAULT_LOG_INTERVAL, LogInterval, Overwrite, shards_option
+from dftrain.evaluate.options import EvaluateOptions
+from dftrain.options import options_command
 
 app = typer.Typer()
 
 
 @app.command("evaluate")
-def evaluate(
-    generations: Path = typer.Option(..., "--generations", help="Generations folder (images + prompts.jsonl)."),
-    train_shards: list[Path] = shards_option("Training shards.", "--train-shards"),
-    out: Path = typer.Option(..., "--out", help="Output folder for matches.jsonl, report.json, report.md."),
-    descriptor: str = typer.Option("embedded", help="Copy descriptor: embedded | sscd | dino | clip."),
-    weights: Path | None = typer.Option(None, help="Descriptor weights: SSCD TorchScript file, or DINO/CLIP folder."),
-    threshold: float | None = typer.Option(
-        None, help="Copy threshold for frac_above_threshold (default: the descriptor's documented one: 0.5 for "
-                   "SSCD, 0.7 for embedded); frac_above_0_5 always uses the paper's 0.5."),
-    inception: Path | None = typer.Option(
-        None, help="Inception TorchScript file for FID (else $DFTRAIN_INCEPTION; FID is null without one)."),
-    search: str = typer.Option("exact", help="Retrieval: exact (chunked IndexFlatIP) or ivf."),
-    nlist: int | None = typer.Option(None, help="IVF cells (default 4 sqrt(n_train))."),
-    nprobe: int = typer.Option(16, help="IVF cells visited per query."),
-    pq_m: int | None = typer.Option(None, help="IVF-PQ sub-vectors (compresses the index); default IVF-Flat."),
-    reference_n: int = typer.Option(
-        10_000, help="Seeded sample of training images for the background (train vs train), FID and the fit "
-                     "figures (all when fewer); 10,000 is the paper's set size."),
-    fd_embedded: bool = typer.Option(
-        False, "--fd-embedded", help="With another descriptor, also embed the reference sample with the embedded "
-                                     "descriptor for fd_embedded (always there with --descriptor embedded)."),
-    rank: int | None = typer.Option(None, help="This process's rank (default RANK or SLURM_PROCID, else 0)."),
-    world_size: int | None = typer.Option(
-        None, help="Number of ranks sharing the training shards (default WORLD_SIZE or SLURM_NTASKS, else 1); "
-                   "rank 0, or a later call with world size 1, merges."),
-    cache_dir: Path | None = typer.Option(
-        None, help="Descriptor cache folder (default $DFTRAIN_CACHE/descriptors); shared by all ranks."),
-    no_cache: bool = typer.Option(False, "--no-cache", help="Do not read or write the descriptor cache."),
-    sscd_norm: str = typer.Option("paper", help="SSCD normalisation: paper (mean=std=0.5) or imagenet."),
-    device: str | None = typer.Option(None, help="Torch device for sscd/dino/clip/inception (default cuda if present)."),
-    grid_size: int = typer.Option(8, help="Most-copied generations shown in the grid."),
-    seed: int = typer.Option(0, help="Seed for the reference sample (and the IVF training sample)."),
-    overwrite: Overwrite = False,
-    log_interval: LogInterval = DEFAULT_LOG_INTERVAL,
-) -> None:
+@options_command(EvaluateOptions)
+def evaluate(given: dict) -> None:
     """Match every generation to its nearest training image and write the replication report."""
     import logging
 
-    from dftrain.evaluate.retrieval import IVFParams
-    from dftrain.evaluate.run import EvaluateOptions
+    from dftrain.evaluate.options import build_evaluate_options
     from dftrain.evaluate.run import evaluate as run_evaluate
+    from dftrain.progress import set_default_interval
 
+    options = build_evaluate_options(given)
+    set_default_interval(options.log_interval)
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     logging.getLogger("faiss").setLevel(logging.WARNING)  # its loader logs every CPU variant it tries
-    options = EvaluateOptions(
-        descriptor=descriptor, weights=weights, threshold=threshold, inception=inception, search=search,
-        ivf=IVFParams(nlist=nlist, nprobe=nprobe, pq_m=pq_m), reference_n=reference_n, fd_embedded=fd_embedded,
-        cache_dir=cache_dir, use_cache=not no_cache, grid_size=grid_size, seed=seed, sscd_norm=sscd_norm,
-        device=device, overwrite=overwrite, rank=rank, world_size=world_size)
-    report = run_evaluate(generations, train_shards, out, options)
+    out = Path(options.out)
+    report = run_evaluate(options.generations, options.train_shards, out, options)
     if report.get("status") == "partial":
         cache = report["cache"]
         typer.echo(

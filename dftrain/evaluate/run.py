@@ -19,7 +19,6 @@ import logging
 import os
 import tempfile
 from contextlib import contextmanager
-from dataclasses import dataclass
 from pathlib import Path
 
 import numpy as np
@@ -34,6 +33,7 @@ from dftrain.evaluate.inputs import (
     load_generations,
     read_train_images,
 )
+from dftrain.evaluate.options import EvaluateOptions
 from dftrain.evaluate.report import (
     GRID_PNG,
     HISTOGRAM_PNG,
@@ -43,7 +43,7 @@ from dftrain.evaluate.report import (
     write_json_atomic,
     write_jsonl_atomic,
 )
-from dftrain.evaluate.retrieval import IVFParams, nearest_streamed, random_rows
+from dftrain.evaluate.retrieval import nearest_streamed, random_rows
 from dftrain.evaluate.store import (
     Plan,
     TrainSet,
@@ -59,29 +59,6 @@ NO_INCEPTION = ("no Inception weights available locally (pass --inception PATH t
                 "pt_inception-2015-12-05, or set DFTRAIN_INCEPTION); FID not computed")
 NO_FD_EMBEDDED = "the embedded descriptor was not computed (pass --fd-embedded to compute it on the reference sample)"
 STORE_FOLDER = "shards"  # under the cache folder: the per-shard training descriptors
-
-
-@dataclass
-class EvaluateOptions:
-    descriptor: str = "embedded"
-    weights: str | Path | None = None
-    threshold: float | None = None  # None: the descriptor's documented copy threshold
-    inception: str | Path | None = None
-    search: str = "exact"  # exact | ivf
-    ivf: IVFParams | None = None
-    # Seeded sample of training images: the background queries, and the reference set of FID and
-    # of the Frechet fit figures (all images when fewer). 10,000 is the paper's set size.
-    reference_n: int = 10_000
-    fd_embedded: bool = False  # also embed the reference sample with the embedded descriptor (other descriptors)
-    cache_dir: Path | None = None  # None: $DFTRAIN_CACHE/descriptors; see use_cache
-    use_cache: bool = True
-    grid_size: int = 8
-    seed: int = 0
-    sscd_norm: str = "paper"
-    device: str | None = None
-    overwrite: bool = False  # write into a folder dftrain did not make (dftrain/outputs.py)
-    rank: int | None = None  # None: RANK / SLURM_PROCID, else 0
-    world_size: int | None = None  # None: WORLD_SIZE / SLURM_NTASKS, else 1
 
 
 def _cache_root(options: EvaluateOptions) -> Path:
