@@ -1,6 +1,6 @@
 """Faithful generalization: does the general caption still name what the image shows?
 
-    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_faithful [--quick] [--heldout | --fresh | --fresh2]
+    OMP_NUM_THREADS=1 .venv/bin/python -m benchmarks.bench_faithful [--quick] [--heldout | --fresh | --fresh2 | --fresh3]
 
 48 LAION-like captions written for this benchmark (benchmarks/data/faithful_captions.jsonl: real
 products, places, people, artworks), each with the words a faithful general caption may use for
@@ -15,9 +15,10 @@ labelled before their first run; two of their misses then led to rule changes (d
 --fresh runs 30 more (faithful_captions_fresh.jsonl), written and labelled after the last rule change
 and measured once, never used to change a rule. Writes benchmarks/results/faithful_heldout.json /
 faithful_fresh.json.
---fresh2 runs 44 more (faithful_captions_fresh2.jsonl), committed before their first run, after rules 2
-and while rules 3 were being written from the held-out and fresh sets' misses; measured with rules 2
-and rules 3, never used to change a rule. Writes benchmarks/results/faithful_fresh2.json.
+--fresh2 runs 44 more (faithful_captions_fresh2.jsonl), committed before their first run, before rules 3
+(written from the held-out and fresh sets' misses); measured with rules 2 and 3, then its misses led to
+rules 4. --fresh3 runs 44 more (faithful_captions_fresh3.jsonl), committed after rules 3 and before rules
+4, measured once with each, never used to change a rule. Writes benchmarks/results/faithful_<set>.json.
 """
 
 from __future__ import annotations
@@ -33,9 +34,10 @@ FIXTURE = HERE / "data" / "faithful_captions.jsonl"
 HELDOUT = HERE / "data" / "faithful_captions_heldout.jsonl"
 FRESH = HERE / "data" / "faithful_captions_fresh.jsonl"
 FRESH2 = HERE / "data" / "faithful_captions_fresh2.jsonl"
+FRESH3 = HERE / "data" / "faithful_captions_fresh3.jsonl"
 # command-line flag -> (captions, results file); no flag: the development set
 SETS = {"--heldout": (HELDOUT, "faithful_heldout.json"), "--fresh": (FRESH, "faithful_fresh.json"),
-        "--fresh2": (FRESH2, "faithful_fresh2.json")}
+        "--fresh2": (FRESH2, "faithful_fresh2.json"), "--fresh3": (FRESH3, "faithful_fresh3.json")}
 RESULTS = HERE / "results"
 
 
