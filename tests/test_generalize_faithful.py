@@ -114,6 +114,18 @@ CASES = [
     ("Lego Star Wars Millennium Falcon building set 75257", "a building set", True, "set", "same"),
     # a lower-case noun before a name says what the name is
     ("Chichen Itza pyramid El Castillo at the spring equinox, Yucatan", "a pyramid", True, "pyramid", "same"),
+    # rules 4. What a person or an animal acts on is not what is shown; nor where a participle puts it
+    ("Border collie herding sheep on a hillside in Wales", "a sheep", False, None, None),
+    ("Border collie herding sheep on a hillside in Wales", "a dog", True, "collie", "hypernym"),
+    ("Cristiano Ronaldo celebrating a goal for Real Madrid in 2017", "a soccer goal", False, None, None),
+    ("Man holding a cup of coffee in a cafe", "a cup", False, None, None),
+    ("Man holding a cup of coffee in a cafe", "a person", True, "man", "hypernym"),
+    ("GoPro HERO12 Black action camera mounted on a surfboard", "a surfboard", False, None, None),
+    ("GoPro HERO12 Black action camera mounted on a surfboard", "a camera", True, "camera", "same"),
+    # a capitalized common noun opening a name says what it is, unless WordNet knows the name or it is a code
+    ("Lake Louise with turquoise water and Victoria Glacier, Banff National Park", "a lake", True, "lake", "same"),
+    ("Golden Temple Harmandir Sahib reflected in the sacred pool, Amritsar", "a temple", True, "temple", "same"),
+    ("Golden Temple Harmandir Sahib reflected in the sacred pool, Amritsar", "a pool", False, None, None),
 ]
 
 
@@ -151,6 +163,11 @@ def test_hand_picked_cases(checker, original, candidate, faithful, noun, relatio
     ("Lego Star Wars Millennium Falcon building set 75257", "building set"),  # "set" tagged a verb
     ("A pair of leather gloves on a wooden table", "gloves"),  # partitive "X of Y": the Y
     ("Chichen Itza pyramid El Castillo at the spring equinox, Yucatan", "pyramid"),  # the name's class
+    # rules 4
+    ("Border collie herding sheep on a hillside in Wales", "collie"),  # the agent, not the herded sheep
+    ("Lake Louise with turquoise water and Victoria Glacier, Banff National Park", "lake"),
+    ("Golden Temple Harmandir Sahib reflected in the sacred pool, Amritsar", "temple"),
+    ("The Great Wave off Kanagawa by Hokusai, woodblock print, 1831", "print"),  # a work of the kind named; "Great": no class
 ])
 def test_root_noun_of_the_root_noun_chunk(checker, caption, root):
     assert checker.root_noun(caption) == root

@@ -35,7 +35,8 @@ from dftrain.generalize.cleaning import is_code, words
 # 2: setting nouns, names WordNet knows, split compounds, works "by <person>".
 # 3: concrete heads first, possessors, plural count senses, agents of person verbs, hyphenated and
 #    verb-tagged compounds, partitive "X of Y", works by a person WordNet knows.
-RULES_VERSION = 3
+# 4: what an animate subject acts on, places of participles ("mounted on"), a name's leading class noun.
+RULES_VERSION = 4
 ABSTRACTIONS = frozenset({
     "entity", "physical_entity", "abstraction", "abstract_entity", "object", "physical_object", "whole", "thing",
     "something", "item", "unit", "artifact", "artefact", "product", "merchandise", "commodity", "goods", "good",
@@ -312,29 +313,66 @@ def _compound_form(token, relations: NounRelations) -> str | None:
     return form if prev.dep_ == "compound" or relations.known(form) else None
 
 
-def _is_premodifier(token) -> bool:
-    """A noun that modifies a noun after it ("glass" in "glass cup"): not a head; but a lower-case noun
-    before a name is the name's class ("pyramid El Castillo"; see _classifier)."""
+def _is_premodifier(token, relations: NounRelations) -> bool:
+    """A noun that modifies a noun after it ("glass" in "glass cup"): not a head; but a noun before a name
+    that says what the name is, is its class ("pyramid El Castillo", "Lake Louise"; see _classifier)."""
     return (token.dep_ in ("compound", "amod", "nmod") and token.head.i > token.i
-            and token.head.pos_ in ("NOUN", "PROPN") and getattr(_classifier(token.head), "i", None) != token.i)
+            and token.head.pos_ in ("NOUN", "PROPN")
+            and getattr(_classifier(token.head, relations), "i", None) != token.i)
 
 
-def _classifier(token):
-    """The lower-case common noun just before a name that says what the name is ("the pyramid El
-    Castillo", "the river Thames"), or None."""
-    if token.pos_ != "PROPN":
-        return None
-    return next((c for c in token.children if c.dep_ == "compound" and c.pos_ == "NOUN" and c.text.islower()
-                 and c.i < token.i and all(doc_t.pos_ == "PROPN" for doc_t in token.doc[c.i + 1:token.i])), None)
+def _classifier(token, relations: NounRelations):
+    """The common noun before a name that says what the name is, or None: lower-case just before it ("the
+    pyramid El Castillo", "the river Thames"), or a capitalized common word opening a name whose own
+    head is no common word, first a thing or a place ("Lake Louise", "Golden Temple Harmandir Sahib"; not
+    "Apple Watch", nor "Great" in "The Great Wave")."""
+    if token.pos_ != "PROPN" or relations.known(_name_forms(token, relations)[0]) or is_code(token.text):
+        return None  # a name WordNet knows says what it is itself ("Mount Fuji": a volcano); "Apple iPhone"
+    for c in token.children:
+        if c.dep_ != "compound" or c.i > token.i or not all(t.pos_ == "PROPN" for t in token.doc[c.i + 1:token.i]):
+            continue
+        if c.pos_ == "NOUN" and c.text.islower():
+            return c
+        senses = relations.reader.synsets(c.lower_, pos="n")
+        if c.text.istitle() and relations.is_common_word(c) and not relations.is_capitalized_common_noun(token) \
+                and senses and senses[0].lexname() in CONCRETE_LEXNAMES:  # a thing or a place: not "The Great Wave"
+            return c
+    return None
 
 
-def _in_setting(token) -> bool:
+def _animate(token, relations: NounRelations) -> bool:
+    """A person or an animal: a typed person name, or a common noun whose first sense is one."""
+    if token.pos_ == "PROPN" or _name_like(token, relations):
+        return token.ent_type_ == "PERSON" or _agent_of_person_verb(token, relations)
+    senses = relations.reader.synsets(token.lower_, pos="n")
+    return bool(senses) and senses[0].lexname() in ("noun.person", "noun.animal")
+
+
+def _acted_on(token, relations: NounRelations) -> bool:
+    """The object of a verb whose subject is a person or an animal ("Border collie herding sheep", "Ronaldo
+    celebrating a goal"): what the subject does, not what the image is of."""
+    if token.dep_ != "dobj" or token.head.pos_ != "VERB":
+        return False
+    verb = token.head
+    subject = next((c for c in verb.children if c.dep_ == "nsubj" or (c.dep_ == "npadvmod" and c.i < verb.i
+                                                                        and c.pos_ == "NOUN")), None)
+    if subject is None and verb.dep_ == "acl":
+        subject = verb.head  # "puppy chewing a toy"
+    return subject is not None and _animate(subject, relations)
+
+
+def _in_setting(token, relations: NounRelations) -> bool:
     """On its way up to the root, the token is the object of a setting preposition (SETTING_PREPOSITIONS),
-    or it is a possessor ("Levi's jeans", "Michelangelo's David": the maker, not what is shown)."""
+    or of "on" after a verb ("camera mounted on a surfboard"; not "oil on canvas"), or what an animate
+    subject acts on, or a possessor ("Levi's jeans", "Michelangelo's David": the maker, not what is shown)."""
     if token.dep_ == "poss":
         return True
     while token.head.i != token.i:
         if token.dep_ == "pobj" and token.head.lower_ in SETTING_PREPOSITIONS and not _titled_object(token):
+            return True
+        if token.dep_ == "pobj" and token.head.lower_ in ("on", "upon") and token.head.head.pos_ == "VERB":
+            return True
+        if _acted_on(token, relations):
             return True
         token = token.head
     return False
@@ -374,7 +412,8 @@ def _agent_of_person_verb(token, relations: NounRelations) -> bool:
     """The token is the subject of a verb whose subject is a person (WordNet's frames: "Usain Bolt
     winning the final", "Beyonce performing at ..."), as subject or as the noun the verb describes."""
     active = ("VBG", "VBZ", "VBP")  # not a participle: "Petra Treasury carved into the cliffs" is carved
-    verbs = [token.head] if token.dep_ == "nsubj" and token.head.pos_ == "VERB" and token.head.tag_ in active else []
+    verbs = [token.head] if (token.dep_ == "nsubj" and token.head.pos_ == "VERB" and token.head.tag_ in active
+                             and token.head.dep_ == "ROOT") else []
     verbs += [c for c in token.children if c.dep_ in ("acl", "relcl") and c.pos_ == "VERB" and c.tag_ == "VBG"]
     return any(relations.person_verb(relations.reader.morphy(v.lower_, "v") or v.lower_) for v in verbs)
 
@@ -423,11 +462,12 @@ def _head(token, relations: NounRelations, compound: str | None = None) -> HeadN
     if name and entity != "PERSON" and _agent_of_person_verb(token, relations) \
             and (named is None or relations.names_person(forms)):
         entity, named = "PERSON", None  # the tagger's GPE or nothing: the verb says a person
-    common = not name if entity == "PERSON" else token.pos_ != "PROPN"
+    classifier = token.head.i != token.i and getattr(_classifier(token.head, relations), "i", None) == token.i
+    common = not name if entity == "PERSON" else token.pos_ != "PROPN" or classifier  # "Lake" of Lake Louise
     known_compound = len(forms) > 1 and relations.known(forms[0])
     concrete = entity != "EVENT" if not common else relations.is_concrete(forms[0] if known_compound else forms[-1])
     frame = token.lower_ in FRAME_NOUNS and not (known_compound and forms[0] not in FRAME_NOUNS)
-    return HeadNoun(token.lower_, forms, common, entity, not _in_setting(token), named, concrete,
+    return HeadNoun(token.lower_, forms, common, entity, not _in_setting(token, relations), named, concrete,
                     token.tag_ in ("NNS", "NNPS"), frame)
 
 
@@ -442,7 +482,7 @@ def head_nouns(doc, relations: NounRelations) -> list[HeadNoun]:
     for token in doc:
         if token.i in modifiers or not _object_word(token) or not (relations.is_noun(token) or token.i in verb_nouns):
             continue  # "5G", "OG", "iPhone": codes and model names are no object
-        if token.i not in chunk_roots and token.i not in split.values() and _is_premodifier(token):
+        if token.i not in chunk_roots and token.i not in split.values() and _is_premodifier(token, relations):
             continue
         compound = next((f"{doc[i].lower_}_{token.lower_}" for i, j in split.items() if j == token.i), None)
         if token.i in verb_nouns:
@@ -477,7 +517,8 @@ def root_noun(doc, relations: NounRelations, heads: list[HeadNoun] = ()) -> str 
     if root.i in verb_nouns:  # "... building set 75257": the verb "set" is the noun
         return _partitive_phrase(root, doc[verb_nouns[root.i]], relations)
     token = root if root.pos_ in ("NOUN", "PROPN") else next(
-        (c for c in root.children if c.dep_ in ("nsubj", "nsubjpass", "dobj", "attr", "appos")
+        (c for c in root.children if (c.dep_ in ("nsubj", "nsubjpass", "dobj", "attr", "appos")
+                                       or (c.dep_ == "npadvmod" and c.i < root.i))  # "Border collie herding"
          and c.pos_ in ("NOUN", "PROPN")), None)
     if token is not None and _attributed_work(token, relations):  # "The Thinker by Rodin": a work, not a thinker
         return _name_word(token, relations, heads)
@@ -487,7 +528,7 @@ def root_noun(doc, relations: NounRelations, heads: list[HeadNoun] = ()) -> str 
             return next((h.text for h in heads if h.common and not h.frame and h.text not in ABSTRACTIONS), None)
         token = framed or token
     if token is None:
-        return _first_common_noun(doc, heads)
+        return _first_common_noun(doc, heads, relations)
     head = _head(token, relations)
     if head.entity == "PERSON" and token.pos_ == "NOUN":  # a name the tagger took for a noun ("Beyonce")
         return ENTITY_TYPE_WORDS["PERSON"]
@@ -507,18 +548,18 @@ def root_noun(doc, relations: NounRelations, heads: list[HeadNoun] = ()) -> str 
     if _plain_noun(token) or (token.pos_ == "NOUN" and not head.frame and token.lower_ in FRAME_NOUNS) \
             or relations.is_capitalized_common_noun(token):
         return token.lower_  # "Eiffel Tower" -> tower: a capitalized common noun is still one
-    if _classifier(token) is not None:  # "pyramid El Castillo": what the name is
-        return _classifier(token).lower_
+    if (classifier := _classifier(token, relations)) is not None:  # "pyramid El Castillo", "Lake Louise"
+        return classifier.lower_
     if token.pos_ == "PROPN" and (named := _name_word(token, relations, heads)):
         return named
-    return _first_common_noun(doc, heads)
+    return _first_common_noun(doc, heads, relations)
 
 
-def _first_common_noun(doc, heads: list[HeadNoun]) -> str | None:
+def _first_common_noun(doc, heads: list[HeadNoun], relations: NounRelations) -> str | None:
     """For a name, a frame noun, a verb root without a noun argument, a code: the root of the first noun
     chunk headed by a common noun, else the first common-noun head in caption order."""
     chunks = [c.root for c in doc.noun_chunks if _plain_noun(c.root)]
-    chunk = next((t for t in chunks if not _in_setting(t)), chunks[0] if chunks else None)  # what is shown first
+    chunk = next((t for t in chunks if not _in_setting(t, relations)), chunks[0] if chunks else None)  # what is shown first
     if chunk is not None:
         return chunk.lower_
     return next((h.text for h in heads if h.common and not h.frame and h.text not in ABSTRACTIONS), None)
