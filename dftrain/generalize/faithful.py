@@ -18,9 +18,16 @@ Lucille Ball). The check applies when the caption
 has a common-noun head or such a typed name; otherwise (brands, organizations only) the verdict
 is None and any valid answer stands. An abstraction never keeps anything, not even itself.
 
+Rules 3 and 4 narrow what counts as shown: concrete heads before abstract ones (WordNet's lexicographer
+files: "a speech" does not keep "Obama delivering a speech"), not a possessor ("Levi's"), not what a
+person or an animal acts on ("collie herding sheep"), not where a participle puts it ("mounted on");
+a plural head without its mass senses ("jeans" are no denim); the subject of a verb WordNet frames with
+"Somebody" is a person; a class noun before a name is its head ("Lake Louise"); and they repair the
+parse of hyphenated and verb-tagged nouns ("self-portrait", "building set/VERB 75257").
+
 root_noun() is the noun the rule-based fallback keeps: the head of the caption's root noun chunk
-(or of the subject/object of a verb root), frame nouns ("photo of ...") passed over to their
-object, abstractions passed over, a typed name replaced by its type ("person", "place",
+(or of the subject/object of a verb root), frame and partitive nouns ("photo of ...", "a pair of
+...") passed over to their object, abstractions passed over, an abstract head passed over to a concrete one, a typed name replaced by its type ("person", "place",
 "building", "artwork", "event"), other names passed over to the first common noun.
 """
 
