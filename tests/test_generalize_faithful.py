@@ -82,6 +82,50 @@ CASES = [
     ("Central Park in autumn with joggers, New York", "a park", True, "park", "same"),
     # nothing to check (a brand and a model name): any valid answer stands
     ("Apple iPhone 13 Pro Max 256GB", "a phone", None, None, None),
+    # rules 3. A head WordNet does not file as a thing counts only where nothing concrete is named: the
+    # speech, not the speaker; the noise of "noise cancelling headphones"; a version; a colour
+    ("Barack Obama delivering a speech at the Democratic National Convention", "a speech", False, None, None),
+    ("Barack Obama delivering a speech at the Democratic National Convention", "a man", True, "obama",
+     "entity_type"),
+    ("Sony WH-1000XM5 noise cancelling headphones in silver", "a sound", False, None, None),
+    ("Sony WH-1000XM5 noise cancelling headphones in silver", "headphones", True, "headphones", "same"),
+    ("Apple AirPods Pro 2nd generation with MagSafe charging case", "a generation", False, None, None),
+    ("Vintage 1967 Ford Mustang fastback in candy apple red", "a red", False, None, None),
+    ("Sunset over the sea", "a sunset", True, "sunset", "same"),  # nothing concrete but the setting's sea
+    # a plural noun has no mass senses (jeans are no denim), and a possessor is the maker, not the object
+    ("Levi's 501 original fit jeans in stonewash blue, 32x34", "a fabric", False, None, None),
+    ("Levi's 501 original fit jeans in stonewash blue, 32x34", "trousers", True, "jeans", "hypernym"),
+    ("Levi's 501 original fit jeans in stonewash blue, 32x34", "a man", False, None, None),
+    ("Old denim in a pile", "a fabric", True, "denim", "hypernym"),  # the singular keeps its mass sense
+    # the subject of a verb WordNet frames with "Somebody" is a person, whatever the tagger says
+    ("Usain Bolt winning the 100m final at the 2012 London Olympics", "a man", True, "bolt", "entity_type"),
+    ("Usain Bolt winning the 100m final at the 2012 London Olympics", "a race", False, None, None),
+    ("Beyonce performing at Coachella 2018 in a yellow hoodie", "a woman", True, "beyonce", "entity_type"),
+    ("Beyonce performing at Coachella 2018 in a yellow hoodie", "a performance", False, None, None),
+    ("Burj Khalifa skyscraper towering over downtown Dubai at night", "a skyscraper", True, "skyscraper", "same"),
+    # a work "by" a person WordNet knows (the tagger: an ORG)
+    ("The Birth of Venus by Sandro Botticelli, Uffizi Gallery, Florence", "a painting", True, "birth",
+     "entity_type"),
+    # a hyphenated noun WordNet knows is no frame noun; a verb-tagged noun after its modifier is the head
+    ("Frida Kahlo self-portrait with thorn necklace and hummingbird, 1940", "a necklace", False, None, None),
+    ("Frida Kahlo self-portrait with thorn necklace and hummingbird, 1940", "a portrait", True, "portrait",
+     "same"),
+    ("Lego Star Wars Millennium Falcon building set 75257", "a building", False, None, None),
+    ("Lego Star Wars Millennium Falcon building set 75257", "a building set", True, "set", "same"),
+    # a lower-case noun before a name says what the name is
+    ("Chichen Itza pyramid El Castillo at the spring equinox, Yucatan", "a pyramid", True, "pyramid", "same"),
+    # rules 4. What a person or an animal acts on is not what is shown; nor where a participle puts it
+    ("Border collie herding sheep on a hillside in Wales", "a sheep", False, None, None),
+    ("Border collie herding sheep on a hillside in Wales", "a dog", True, "collie", "hypernym"),
+    ("Cristiano Ronaldo celebrating a goal for Real Madrid in 2017", "a soccer goal", False, None, None),
+    ("Man holding a cup of coffee in a cafe", "a cup", False, None, None),
+    ("Man holding a cup of coffee in a cafe", "a person", True, "man", "hypernym"),
+    ("GoPro HERO12 Black action camera mounted on a surfboard", "a surfboard", False, None, None),
+    ("GoPro HERO12 Black action camera mounted on a surfboard", "a camera", True, "camera", "same"),
+    # a capitalized common noun opening a name says what it is, unless WordNet knows the name or it is a code
+    ("Lake Louise with turquoise water and Victoria Glacier, Banff National Park", "a lake", True, "lake", "same"),
+    ("Golden Temple Harmandir Sahib reflected in the sacred pool, Amritsar", "a temple", True, "temple", "same"),
+    ("Golden Temple Harmandir Sahib reflected in the sacred pool, Amritsar", "a pool", False, None, None),
 ]
 
 
@@ -107,6 +151,23 @@ def test_hand_picked_cases(checker, original, candidate, faithful, noun, relatio
     ("The Thinker by Auguste Rodin, bronze sculpture", "sculpture"),  # a work: the kind the caption names
     ("Barack Obama speaking at the White House on January 20, 2009", "person"),  # a typed name
     ("Samsung Galaxy S21 Ultra 5G", None),  # a model name, not the galaxy
+    # rules 3
+    ("Sony WH-1000XM5 noise cancelling headphones in silver", "headphones"),  # not the abstract subject
+    ("Apple AirPods Pro 2nd generation with MagSafe charging case", "case"),  # a concrete head, not a version
+    ("Vintage 1967 Ford Mustang fastback in candy apple red", "fastback"),  # not the parser's root "red"
+    ("Usain Bolt winning the 100m final at the 2012 London Olympics", "person"),  # the tagger: a GPE
+    ("Beyonce performing at Coachella 2018 in a yellow hoodie", "person"),  # the tagger: a common noun
+    ("Petra Treasury carved into the rose-red cliffs, Jordan", "cliffs"),  # carved: no agent, not a person
+    ("The Birth of Venus by Sandro Botticelli, Uffizi Gallery, Florence", "work of art"),
+    ("Frida Kahlo self-portrait with thorn necklace and hummingbird, 1940", "portrait"),  # no frame: the object
+    ("Lego Star Wars Millennium Falcon building set 75257", "building set"),  # "set" tagged a verb
+    ("A pair of leather gloves on a wooden table", "gloves"),  # partitive "X of Y": the Y
+    ("Chichen Itza pyramid El Castillo at the spring equinox, Yucatan", "pyramid"),  # the name's class
+    # rules 4
+    ("Border collie herding sheep on a hillside in Wales", "collie"),  # the agent, not the herded sheep
+    ("Lake Louise with turquoise water and Victoria Glacier, Banff National Park", "lake"),
+    ("Golden Temple Harmandir Sahib reflected in the sacred pool, Amritsar", "temple"),
+    ("The Great Wave off Kanagawa by Hokusai, woodblock print, 1831", "print"),  # a work of the kind named; "Great": no class
 ])
 def test_root_noun_of_the_root_noun_chunk(checker, caption, root):
     assert checker.root_noun(caption) == root

@@ -145,3 +145,6 @@ def test_cli_synthetic_writes_valid_train_and_objects(tmp_path):
         report = validate(tmp_path / part)
         assert report.ok and report.kind == kind and report.samples_ok > 0, [str(p) for p in report.problems]
     assert f"{tmp_path / 'train'}: 12 samples in 3 shard(s)" in result.output
+    # the synthetic bank's manifest lists its classes like `shard objects` does (info read them as dicts)
+    info = run("info", tmp_path / "objects")
+    assert info.exit_code == 0 and "classes:  12: apple, house, car" in info.output, info.output

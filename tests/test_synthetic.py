@@ -106,6 +106,13 @@ def test_object_bank_has_ten_or_more_named_classes():
     for s in samples:
         assert s["cls"] == str(s["json"]["class_id"])
         assert OBJECT_CLASS_NAMES[s["json"]["class_id"]] == s["json"]["class_name"]
+    from dftrain.synthetic.objects import OBJECT_CLASS_SYNONYMS
+
+    assert list(OBJECT_CLASS_SYNONYMS) == OBJECT_CLASS_NAMES  # every class its names, the name first
+    assert all(names[0] == name and len(set(names)) == len(names) for name, names in OBJECT_CLASS_SYNONYMS.items())
+    for s in samples:  # words.txt's synonyms, in `dftrain shard objects`' form
+        names = OBJECT_CLASS_SYNONYMS[s["json"]["class_name"]]
+        assert s["json"].get("class_synonyms") == (list(names) if len(names) > 1 else None)
     # Instances of a class vary (pose, colour, background).
     apples = [_decode(s["jpg"]) for s in samples if s["json"]["class_name"] == "apple"]
     assert np.abs(apples[0] - apples[1]).mean() > 5

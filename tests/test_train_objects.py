@@ -231,3 +231,30 @@ def test_the_unet_gets_the_fused_latent_and_the_caption_of_the_same_drawn_object
         label = bank.labels[int(bank.label_start[bank.class_ids[obj]])]
         phrase = encode_token_ids(components.text_encoder, tokenize(components.tokenizer, [fusion.object_phrase(label)]))
         assert torch.allclose(row, fusion.embed_add(caption, phrase.float(), 0.5)[0], atol=1e-5), label
+
+
+def test_the_default_synthetic_bank_records_class_synonyms_and_the_draws_cover_them(tmp_path):
+    """`--object-label synonym` on the embedded data: the bank's samples and manifest list every class's
+    names, and the draws give each of a class's names, uniformly, and only its own."""
+    from dftrain.shards import Manifest
+    from dftrain.synthetic import OBJECT_CLASS_NAMES, write_synthetic
+    from dftrain.synthetic.objects import OBJECT_CLASS_SYNONYMS
+    from dftrain.train.data import ObjectBank
+
+    objects = write_synthetic(tmp_path / "syn", n=4, size=8, seed=0, samples_per_shard=100, objects_per_class=1)["objects"]
+    classes = Manifest.load(objects).extra["classes"]
+    assert [c["class_name"] for c in classes] == OBJECT_CLASS_NAMES
+    assert {c["class_name"]: c.get("class_synonyms", [c["class_name"]]) for c in classes} == {
+        name: list(names) for name, names in OBJECT_CLASS_SYNONYMS.items()}
+    assert sum(len(names) > 1 for names in OBJECT_CLASS_SYNONYMS.values()) >= 8
+    bank = ObjectBank(objects, precomputed=False, resolution=8)
+    generator = torch.Generator().manual_seed(0)
+    drawn = bank.draw(24_000, generator)
+    labels = [bank.labels[i] for i in bank.draw_labels(drawn, generator, "synonym").tolist()]
+    by_class: dict[str, list[str]] = {}
+    for label, class_id in zip(labels, bank.class_ids[drawn].tolist(), strict=True):
+        by_class.setdefault(bank.class_names[class_id], []).append(label)
+    for name, names in OBJECT_CLASS_SYNONYMS.items():
+        assert set(by_class[name]) == set(names)  # every synonym drawn, none of another class
+        for synonym in names:
+            assert abs(by_class[name].count(synonym) / len(by_class[name]) - 1 / len(names)) < 0.06

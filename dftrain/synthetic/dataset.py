@@ -14,7 +14,7 @@ from dftrain.errors import ConfigError
 from dftrain.synthetic.backgrounds import random_background
 from dftrain.synthetic.captions import specific_caption, vary_caption
 from dftrain.synthetic.encoding import check_size, jpeg_bytes
-from dftrain.synthetic.objects import OBJECT_CLASSES, draw_object
+from dftrain.synthetic.objects import OBJECT_CLASS_SYNONYMS, OBJECT_CLASSES, draw_object
 from dftrain.synthetic.palette import NAMED_COLOURS, jitter, pick_contrasting
 from dftrain.synthetic.shapes import SHAPES
 
@@ -22,6 +22,8 @@ log = logging.getLogger("dftrain.synthetic")
 
 # Bump when the drawing or caption code changes what a seed produces.
 GENERATOR_VERSION = 1
+# Bump when the object bank's samples or manifest change for the same seed (2: class synonyms).
+OBJECT_BANK_VERSION = 2
 SUPERSAMPLE = 4  # draw at 4x and downsample: anti-aliased edges at 64 px
 OBJECT_CLASS_NAMES = [name for name, _ in OBJECT_CLASSES]
 
@@ -160,7 +162,9 @@ def render_object(class_id: int, rng: np.random.Generator, size: int) -> Image.I
 def synthetic_object_samples(n_per_class: int = 20, size: int = 64, seed: int = 0) -> Iterator[dict]:
     """`n_per_class` samples of each object class, classes interleaved (any prefix holds every class).
 
-    Fields: `__key__`, `jpg`, `cls` (class id as text), `json` {key, class_id, class_name}.
+    Fields: `__key__`, `jpg`, `cls` (class id as text), `json` {key, class_id, class_name, and
+    class_synonyms when the class has several names (OBJECT_CLASS_SYNONYMS), as `dftrain shard objects`
+    writes them from words.txt}.
     """
     check_size(size)
     if n_per_class < 1:
@@ -169,12 +173,24 @@ def synthetic_object_samples(n_per_class: int = 20, size: int = 64, seed: int = 
         for class_id, class_name in enumerate(OBJECT_CLASS_NAMES):
             image = render_object(class_id, _rng(seed, _STREAM_OBJECT, class_id, instance), size)
             key = f"{instance * len(OBJECT_CLASS_NAMES) + class_id:09d}"
-            yield {
-                "__key__": key,
-                "jpg": jpeg_bytes(image),
-                "cls": str(class_id),
-                "json": {"key": key, "class_id": class_id, "class_name": class_name},
-            }
+            meta = {"key": key, "class_id": class_id, "class_name": class_name}
+            if len(OBJECT_CLASS_SYNONYMS[class_name]) > 1:
+                meta["class_synonyms"] = list(OBJECT_CLASS_SYNONYMS[class_name])
+            yield {"__key__": key, "jpg": jpeg_bytes(image), "cls": str(class_id), "json": meta}
+
+
+def object_bank_classes(objects_per_class: int) -> list[dict]:
+    """The bank's classes as its manifest records them (`dftrain shard objects`' form): id, name,
+    samples and, where there are several, the synonyms."""
+    return [{"class_id": class_id, "class_name": name, "samples": objects_per_class,
+             **({"class_synonyms": list(OBJECT_CLASS_SYNONYMS[name])} if len(OBJECT_CLASS_SYNONYMS[name]) > 1 else {})}
+            for class_id, name in enumerate(OBJECT_CLASS_NAMES)]
+
+
+def _object_bank_extra(seed: int, size: int, objects_per_class: int) -> dict:
+    return {"generator": "dftrain.synthetic", "generator_version": GENERATOR_VERSION,
+            "object_bank_version": OBJECT_BANK_VERSION, "seed": seed, "size": size,
+            "objects_per_class": objects_per_class, "classes": object_bank_classes(objects_per_class)}
 
 
 # -- writing -----------------------------------------------------------------------------------
@@ -221,7 +237,7 @@ def write_synthetic(
     jobs = {
         "train": ({**common, "n": n, "dup_fraction": dup_fraction},
                   lambda: synthetic_train_samples(n, size, dup_fraction, seed)),
-        "objects": ({**common, "objects_per_class": objects_per_class, "classes": OBJECT_CLASS_NAMES},
+        "objects": (_object_bank_extra(seed, size, objects_per_class),
                     lambda: synthetic_object_samples(objects_per_class, size, seed)),
     }
     return _write_sets(out_dir, jobs, samples_per_shard, command, overwrite)
@@ -284,8 +300,7 @@ def write_regime(
     jobs = {
         "train": ({**common, "n": n, "dup_images": dup_images, "dup_factor": dup_factor},
                   lambda: regime_train_samples(n, dup_images, dup_factor, size, seed)),
-        "objects": ({**common, "generator": "dftrain.synthetic", "generator_version": GENERATOR_VERSION,
-                     "objects_per_class": objects_per_class, "classes": OBJECT_CLASS_NAMES},
+        "objects": (_object_bank_extra(seed, size, objects_per_class),
                     lambda: synthetic_object_samples(objects_per_class, size, seed)),
     }
     if heldout:

@@ -205,6 +205,24 @@ OBJECT_CLASSES: list[tuple[str, object]] = [
     ("sun", draw_sun),
     ("bicycle", draw_bicycle),
 ]
+# Every name of each class, its name first, as Tiny-ImageNet's words.txt lists them: WordNet's lemmas
+# of the drawn thing's synset where it has several (car.n.01, bicycle.n.01, flower.n.02, dwelling.n.01),
+# else the drawn variant's own name (the boat has sails: sailboat.n.01; the cup a handle: teacup).
+# Training draws one per fusion (--object-label synonym); tree, fish, key and sun have no other name.
+OBJECT_CLASS_SYNONYMS: dict[str, tuple[str, ...]] = {
+    "apple": ("apple", "eating apple"),
+    "house": ("house", "home", "dwelling"),
+    "car": ("car", "auto", "automobile", "motorcar"),
+    "tree": ("tree",),
+    "fish": ("fish",),
+    "cup": ("cup", "teacup"),
+    "umbrella": ("umbrella", "brolly"),
+    "key": ("key",),
+    "flower": ("flower", "bloom", "blossom"),
+    "boat": ("boat", "sailboat", "sailing boat"),
+    "sun": ("sun",),
+    "bicycle": ("bicycle", "bike", "cycle"),
+}
 
 
 def draw_object(class_id: int, rng: np.random.Generator, canvas: Image.Image) -> Image.Image:
