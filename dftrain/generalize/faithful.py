@@ -513,6 +513,15 @@ def _of_object(token):
 
 def root_noun(doc, relations: NounRelations, heads: list[HeadNoun] = ()) -> str | None:
     """The head noun of the caption's root noun chunk, as the rule-based fallback uses it (or None)."""
+    choice = _root_token(doc, relations, heads)
+    if choice is None or isinstance(choice, str):
+        return choice
+    return _word_for(choice, doc, relations, heads)
+
+
+def _root_token(doc, relations: NounRelations, heads: list[HeadNoun]):
+    """The token that heads the root noun chunk; or already the answer (a str, or None) where the parse
+    alone decides it (split compounds, verb-tagged nouns, attributed works, frames, no noun at all)."""
     sentences = list(doc.sents)
     if not sentences:
         return None
@@ -536,6 +545,11 @@ def root_noun(doc, relations: NounRelations, heads: list[HeadNoun] = ()) -> str 
         token = framed or token
     if token is None:
         return _first_common_noun(doc, heads, relations)
+    return token
+
+
+def _word_for(token, doc, relations: NounRelations, heads: list[HeadNoun]) -> str | None:
+    """The word the root chunk's head token stands for: itself, its class, a concrete head, a phrase."""
     head = _head(token, relations)
     if head.entity == "PERSON" and token.pos_ == "NOUN":  # a name the tagger took for a noun ("Beyonce")
         return ENTITY_TYPE_WORDS["PERSON"]

@@ -202,56 +202,73 @@ def cuda_available() -> bool:
 
 def validate(cfg: TrainConfig) -> dict[str, Any]:
     """Check what the option types cannot (files, options that need or exclude each other), before any
-    compute; raise ConfigError listing all problems. Returns facts found on the way (data kinds, ZeRO stage, DeepSpeed config).
-    """
+    compute; raise ConfigError listing all problems. Returns facts found on the way (data kinds, ZeRO stage,
+    DeepSpeed config, whether the data is precomputed)."""
     problems: list[str] = []
     facts: dict[str, Any] = {}
-    train_extra: dict[str, Any] = {}
-
-    for name in ("model", "shards", "out"):
-        if not getattr(cfg, name):
-            problems.append(f"--{name} is required")
+    problems += [f"--{name} is required" for name in ("model", "shards", "out") if not getattr(cfg, name)]
     if cfg.model:
-        model = Path(cfg.model)
-        if not model.is_dir():
-            problems.append(f"model folder not found: {model}")
-        else:
-            for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
-                if not (model / sub).is_dir():
-                    problems.append(f"model folder {model} has no {sub}/ (expected a diffusers pipeline folder)")
-    if cfg.shards:
-        from dftrain.shards import ShardError
-        from dftrain.shards.inputs import shard_set
-
-        try:  # folders without a manifest, bad list lines, repeats and mixed kinds are refused here
-            train_set = shard_set(cfg.shards)
-        except ShardError as exc:
-            problems.append(str(exc))
-        else:
-            facts["train_kind"] = train_set.kind
-            train_extra = train_set.extra
-            settings = ("resolution", "scaling_factor", "flip", "text_states", "caption_field")
-            if train_set.kind == "latents" and len({json.dumps([m.extra.get(k) for k in settings])
-                                                    for m in train_set.manifests}) > 1:
-                problems.append("the latent shard folders were precomputed with different settings "
-                                f"({', '.join(settings)}): precompute them alike")
-
+        _check_model_folder(Path(cfg.model), problems)
+    train_extra = _check_training_shards(cfg, problems, facts) if cfg.shards else {}
     if cfg.fusion != "none":
-        if not cfg.objects:
-            problems.append(f"--fusion {cfg.fusion} needs an object bank: pass --objects DIR (or --fusion none)")
-        elif not Path(cfg.objects).is_dir():
-            problems.append(f"object-bank folder not found: {cfg.objects}")
-        elif (manifest := load_shard_manifest(Path(cfg.objects), problems)) is not None:
-            facts["objects_kind"] = manifest.kind
-            if (manifest.kind == "latents" and cfg.fusion in ("latent", "dual") and cfg.object_latent == "sample"
-                    and not manifest.extra.get("posterior_std")):
-                problems.append(f"{cfg.objects} holds object latents precomputed without the posterior std: run "
-                                "`dftrain precompute --objects` again, or pass --object-latent mean")
+        _check_object_bank(cfg, problems, facts)
+    _check_machine(cfg, problems, facts)
+    if cfg.resume not in (None, "auto") and not Path(cfg.resume).exists():
+        problems.append(f"--resume: checkpoint not found: {cfg.resume} (or pass --resume auto)")
+    _check_precomputed(cfg, train_extra, problems, facts)
+    if problems:
+        raise ConfigError("invalid training configuration:\n  - " + "\n  - ".join(problems))
+    return facts
+
+
+def _check_model_folder(model: Path, problems: list[str]) -> None:
+    if not model.is_dir():
+        problems.append(f"model folder not found: {model}")
+        return
+    for sub in ("unet", "vae", "text_encoder", "tokenizer", "scheduler"):
+        if not (model / sub).is_dir():
+            problems.append(f"model folder {model} has no {sub}/ (expected a diffusers pipeline folder)")
+
+
+def _check_training_shards(cfg: TrainConfig, problems: list[str], facts: dict[str, Any]) -> dict[str, Any]:
+    """The training shard set (facts["train_kind"]); returns its manifests' extra settings."""
+    from dftrain.shards import ShardError
+    from dftrain.shards.inputs import shard_set
+
+    try:  # folders without a manifest, bad list lines, repeats and mixed kinds are refused here
+        train_set = shard_set(cfg.shards)
+    except ShardError as exc:
+        problems.append(str(exc))
+        return {}
+    facts["train_kind"] = train_set.kind
+    settings = ("resolution", "scaling_factor", "flip", "text_states", "caption_field")
+    if train_set.kind == "latents" and len({json.dumps([m.extra.get(k) for k in settings])
+                                            for m in train_set.manifests}) > 1:
+        problems.append("the latent shard folders were precomputed with different settings "
+                        f"({', '.join(settings)}): precompute them alike")
+    return train_set.extra
+
+
+def _check_object_bank(cfg: TrainConfig, problems: list[str], facts: dict[str, Any]) -> None:
+    """Any fusion needs an object bank (facts["objects_kind"]); sampled object latents need its std."""
+    if not cfg.objects:
+        problems.append(f"--fusion {cfg.fusion} needs an object bank: pass --objects DIR (or --fusion none)")
+    elif not Path(cfg.objects).is_dir():
+        problems.append(f"object-bank folder not found: {cfg.objects}")
+    elif (manifest := load_shard_manifest(Path(cfg.objects), problems)) is not None:
+        facts["objects_kind"] = manifest.kind
+        if (manifest.kind == "latents" and cfg.fusion in ("latent", "dual") and cfg.object_latent == "sample"
+                and not manifest.extra.get("posterior_std")):
+            problems.append(f"{cfg.objects} holds object latents precomputed without the posterior std: run "
+                            "`dftrain precompute --objects` again, or pass --object-latent mean")
+
+
+def _check_machine(cfg: TrainConfig, problems: list[str], facts: dict[str, Any]) -> None:
+    """What this machine and its packages allow: precision, attention, the DeepSpeed config, TensorBoard."""
     if cfg.precision == "fp16" and not cuda_available():
         problems.append("--precision fp16 is not supported on CPU (DeepSpeed refuses it): use bf16 or fp32")
     if cfg.attention == "xformers" and not cuda_available():
         problems.append("--attention xformers needs a CUDA GPU (xformers has no CPU kernels): use sdpa")
-
     try:
         ds = load_ds_config(cfg)
         stage = zero_stage_of(ds)
@@ -260,47 +277,41 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
         facts["ds_config"], facts["zero_stage"] = ds, stage
     except (ConfigError, ValueError, TypeError) as exc:
         problems.append(str(exc))
-
     if cfg.tensorboard:
         import importlib.util
 
         if importlib.util.find_spec("tensorboard") is None:
             problems.append("--tensorboard needs the tensorboard package (pip install tensorboard), or drop the flag")
 
-    if cfg.resume not in (None, "auto") and not Path(cfg.resume).exists():
-        problems.append(f"--resume: checkpoint not found: {cfg.resume} (or pass --resume auto)")
 
-    # Precomputed latents: both sets must be latents, and text-level options need the text encoder.
+def _check_precomputed(cfg: TrainConfig, train_extra: dict[str, Any], problems: list[str],
+                       facts: dict[str, Any]) -> None:
+    """Precomputed latents: both sets must be latents, and text-level options need the text encoder."""
     train_latents = facts.get("train_kind") == "latents"
     facts["precomputed"] = train_latents
     # latents folders from before --text-states always held text states
     facts["stored_text"] = train_latents and bool(train_extra.get("text_states", True))
-    if cfg.fusion != "none" and "objects_kind" in facts:
-        objects_latents = facts["objects_kind"] == "latents"
-        if objects_latents != train_latents:
-            problems.append(
-                "training shards and object bank must both be precomputed latents or both images "
-                f"(got {facts.get('train_kind')!r} and {facts['objects_kind']!r}); run `dftrain precompute --objects`"
-            )
-    if facts["stored_text"]:
-        text_level = {
-            "--caption-fusion tail_add": cfg.fusion in ("caption", "dual") and cfg.caption_fusion == "tail_add",
-            "--multi-caption": cfg.multi_caption,
-            "--dup-sampling dup_image": cfg.dup_sampling == "dup_image",
-            "--caption-replace": cfg.caption_replace,
-            "--word-insert": cfg.word_insert,
-            "--word-repeat": cfg.word_repeat,
-        }
-        bad = [name for name, on in text_level.items() if on]
-        if bad:
-            problems.append(
-                f"{', '.join(bad)} change caption text, but {', '.join(cfg.shards)} holds precomputed text states: "
-                "precompute without --text-states (or train from image shards) for these options"
-            )
-
-    if problems:
-        raise ConfigError("invalid training configuration:\n  - " + "\n  - ".join(problems))
-    return facts
+    if cfg.fusion != "none" and "objects_kind" in facts and (facts["objects_kind"] == "latents") != train_latents:
+        problems.append(
+            "training shards and object bank must both be precomputed latents or both images "
+            f"(got {facts.get('train_kind')!r} and {facts['objects_kind']!r}); run `dftrain precompute --objects`"
+        )
+    if not facts["stored_text"]:
+        return
+    text_level = {
+        "--caption-fusion tail_add": cfg.fusion in ("caption", "dual") and cfg.caption_fusion == "tail_add",
+        "--multi-caption": cfg.multi_caption,
+        "--dup-sampling dup_image": cfg.dup_sampling == "dup_image",
+        "--caption-replace": cfg.caption_replace,
+        "--word-insert": cfg.word_insert,
+        "--word-repeat": cfg.word_repeat,
+    }
+    bad = [name for name, on in text_level.items() if on]
+    if bad:
+        problems.append(
+            f"{', '.join(bad)} change caption text, but {', '.join(cfg.shards)} holds precomputed text states: "
+            "precompute without --text-states (or train from image shards) for these options"
+        )
 
 
 def summary_lines(cfg: TrainConfig, facts: dict[str, Any], world_size: int) -> list[str]:
