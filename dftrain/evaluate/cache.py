@@ -11,7 +11,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -20,6 +19,7 @@ import numpy as np
 
 from dftrain.errors import DftrainError
 from dftrain.evaluate.inputs import Unreadable, decode_image
+from dftrain.files import atomic_path, atomic_write_text
 
 log = logging.getLogger("dftrain.evaluate")
 
@@ -73,14 +73,11 @@ def save_cache(stem: Path, cache_id: str, keys: list[str], digests: list[str], d
 
     stem.parent.mkdir(parents=True, exist_ok=True)
     data_path, meta_path = stem.with_suffix(".safetensors"), stem.with_suffix(".json")
-    tmp_data = data_path.with_name(data_path.name + f".tmp{os.getpid()}")
-    save_file({"descriptors": np.ascontiguousarray(descriptors, dtype=np.float32)}, str(tmp_data))
-    os.replace(tmp_data, data_path)
+    with atomic_path(data_path) as tmp:
+        save_file({"descriptors": np.ascontiguousarray(descriptors, dtype=np.float32)}, str(tmp))
     meta = {"version": CACHE_VERSION, "cache_id": cache_id, "dim": int(descriptors.shape[1]),
             "keys": keys, "digests": digests}
-    tmp_meta = meta_path.with_name(meta_path.name + f".tmp{os.getpid()}")
-    tmp_meta.write_text(json.dumps(meta), encoding="utf-8")
-    os.replace(tmp_meta, meta_path)
+    atomic_write_text(meta_path, json.dumps(meta))
 
 
 def embed_set(descriptor, items: Iterable[tuple[str, bytes]], stem: Path | None = None, *,

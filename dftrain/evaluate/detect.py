@@ -24,12 +24,12 @@ from __future__ import annotations
 import json
 import logging
 import math
-import os
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
 from dftrain.errors import ConfigError
+from dftrain.files import atomic_path
 
 log = logging.getLogger("dftrain.detect")
 
@@ -193,11 +193,9 @@ def detect(model_dir: str | Path, items: list[dict], out: str | Path, options: D
     threshold = flag(scored, options.threshold)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
-    tmp = out.with_name(f".{out.name}.tmp{os.getpid()}")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_path(out) as tmp, tmp.open("w", encoding="utf-8") as f:
         for row in scored:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, out)
     scores = [r["score"] for r in scored]
     summary = {"model": str(Path(model_dir).resolve()), "prompts": len(scored),
                "flagged": sum(r["flagged"] for r in scored), "threshold": round(threshold, 6),

@@ -3,28 +3,25 @@
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 
 import numpy as np
 from PIL import Image, ImageDraw
+
+from dftrain.files import atomic_path, atomic_write_text
 
 HISTOGRAM_PNG = "similarity_histogram.png"
 GRID_PNG = "most_copied.png"
 
 
 def write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n", encoding="utf-8")
-    os.replace(tmp, path)
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=False) + "\n")
 
 
 def write_jsonl_atomic(path: Path, rows) -> None:
-    tmp = path.with_name(path.name + ".tmp")
-    with tmp.open("w", encoding="utf-8") as f:
+    with atomic_path(path) as tmp, tmp.open("w", encoding="utf-8") as f:
         for row in rows:
             f.write(json.dumps(row, ensure_ascii=False) + "\n")
-    os.replace(tmp, path)
 
 
 def similarity_histogram(path: Path, gen_sims: np.ndarray, bg_sims: np.ndarray | None, threshold: float,
@@ -47,10 +44,9 @@ def similarity_histogram(path: Path, gen_sims: np.ndarray, bg_sims: np.ndarray |
     ax.set_ylabel("density")
     ax.legend(fontsize=8)
     fig.tight_layout()
-    tmp = path.with_name(path.name + ".tmp.png")
-    fig.savefig(tmp)
+    with atomic_path(path) as tmp:
+        fig.savefig(tmp, format="png")
     plt.close(fig)
-    os.replace(tmp, path)
 
 
 def copy_grid(path: Path, rows: list[tuple[Image.Image, Image.Image | None, str]], thumb: int = 128) -> None:
@@ -67,9 +63,8 @@ def copy_grid(path: Path, rows: list[tuple[Image.Image, Image.Image | None, str]
         if match is not None:
             canvas.paste(_thumbnail(match, thumb), (thumb + 10, y))
         draw.text((2, y + thumb + 2), label[:40], fill="black")
-    tmp = path.with_name(path.name + ".tmp.png")
-    canvas.save(tmp, format="PNG")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        canvas.save(tmp, format="PNG")
 
 
 def _thumbnail(img: Image.Image, size: int) -> Image.Image:

@@ -22,7 +22,6 @@ from __future__ import annotations
 import hashlib
 import json
 import logging
-import os
 from collections.abc import Callable, Iterator, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +31,7 @@ import numpy as np
 from dftrain.errors import DftrainError
 from dftrain.evaluate.cache import image_digest
 from dftrain.evaluate.inputs import decode_image
+from dftrain.files import atomic_path, atomic_write_text
 
 log = logging.getLogger("dftrain.evaluate")
 
@@ -145,16 +145,8 @@ class _Pending:
 
 
 def _save_npy(path: Path, array: np.ndarray) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, array)
-    os.replace(tmp, path)
-
-
-def _save_text(path: Path, text: str) -> None:
-    tmp = path.with_name(path.name + f".tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def save_entry(stem: Path, rows: np.ndarray, keys: list[str], ids: np.ndarray, meta: dict) -> None:
@@ -165,10 +157,10 @@ def save_entry(stem: Path, rows: np.ndarray, keys: list[str], ids: np.ndarray, m
     stem.parent.mkdir(parents=True, exist_ok=True)
     _save_npy(_path(stem, ".npy"), rows)
     _save_npy(_path(stem, ".ids.npy"), np.asarray(ids, dtype=np.uint64).reshape(-1, 3))
-    _save_text(_path(stem, ".keys.json"), json.dumps(keys, ensure_ascii=False))
+    atomic_write_text(_path(stem, ".keys.json"), json.dumps(keys, ensure_ascii=False))
     meta = {**meta, "version": STORE_VERSION, "rows": len(keys), "dim": int(rows.shape[1]),
             "dtype": rows.dtype.name}
-    _save_text(_path(stem, ".json"), json.dumps(meta, ensure_ascii=False))  # last: the entry is complete
+    atomic_write_text(_path(stem, ".json"), json.dumps(meta, ensure_ascii=False))  # last: the entry is complete
 
 
 def _write_entry(p: _Pending, shard, reader) -> None:
