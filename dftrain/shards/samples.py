@@ -99,7 +99,7 @@ def _limits(limits):
     return limits if limits is not None else current_limits()
 
 
-def decode_sample(raw: dict[str, Any], *, require: Iterable[str] = ("jpg", "txt"), decode: bool = True,
+def decode_sample(raw: dict[str, Any], *, require: Iterable[str] = ("jpg", "txt"), decode: bool = True,  # noqa: C901 (predates the complexity rule)
                   limits=None) -> dict:
     """Check and decode one raw sample (field -> bytes); raises SampleProblem naming what is wrong.
 

@@ -78,7 +78,7 @@ def _check_extension_headers(fd: int, offset: int) -> None:
         offset += _BLOCK + -(-size // _BLOCK) * _BLOCK
 
 
-def iter_tar(path: str | os.PathLike, limits: Limits | None = None) -> Iterator[RawSample | TarDamage | DuplicateKey]:
+def iter_tar(path: str | os.PathLike, limits: Limits | None = None) -> Iterator[RawSample | TarDamage | DuplicateKey]:  # noqa: C901 (predates the complexity rule)
     """Yield RawSample per key (consecutive members grouped), then TarDamage if the tar is damaged."""
     limits = limits or current_limits()
     path = Path(path)

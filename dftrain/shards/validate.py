@@ -109,7 +109,7 @@ def check_shard_samples(
     return good, samples_found, damaged
 
 
-def validate(
+def validate(  # noqa: C901 (predates the complexity rule)
     folder: str | os.PathLike,
     *,
     strict: bool = False,
