@@ -5,6 +5,8 @@ from __future__ import annotations
 import math
 from collections.abc import Mapping, Sequence
 
+from dftrain.evaluate.compare import relative_change_pct
+
 
 def mean_std(values: Sequence[float | None]) -> dict:
     """Mean and sample standard deviation (ddof 1; None for one value) of the values that are not None."""
@@ -14,13 +16,6 @@ def mean_std(values: Sequence[float | None]) -> dict:
     mean = sum(xs) / len(xs)
     std = math.sqrt(sum((x - mean) ** 2 for x in xs) / (len(xs) - 1)) if len(xs) > 1 else None
     return {"n": len(xs), "mean": mean, "std": std, "values": xs}
-
-
-def relative_change_pct(baseline: float | None, value: float | None) -> float | None:
-    """(value - baseline) / |baseline| in percent; None when undefined."""
-    if baseline is None or value is None or baseline == 0:
-        return None
-    return (value - baseline) / abs(baseline) * 100.0
 
 
 def paired_t_p(differences: Sequence[float]) -> float | None:

@@ -32,11 +32,18 @@ def load_report(run_dir: str | Path) -> dict:
         raise DftrainError(f"{path} is not valid JSON: {exc}") from exc
 
 
-def reduction_pct(baseline: float | None, value: float | None) -> float | None:
-    """100 * (baseline - value) / baseline; None when undefined (missing values or a zero baseline)."""
+def relative_change_pct(baseline: float | None, value: float | None) -> float | None:
+    """The signed change in percent, 100 (value - baseline) / |baseline|: negative when the value is lower.
+    None when undefined (a missing value or a zero baseline)."""
     if baseline is None or value is None or baseline == 0:
         return None
-    return 100.0 * (baseline - value) / baseline
+    return (value - baseline) / abs(baseline) * 100.0
+
+
+def reduction_pct(baseline: float | None, value: float | None) -> float | None:
+    """How much lower than the baseline, in percent: -relative_change_pct (positive when the value is lower)."""
+    change = relative_change_pct(baseline, value)
+    return None if change is None else -change
 
 
 def delta(baseline: float | None, value: float | None) -> float | None:
