@@ -7,9 +7,9 @@ import sys
 import pytest
 from process_helpers import run_group
 
-from dftrain.demo import PROFILES, VARIANTS, build_stages
 from dftrain.errors import ConfigError
-from dftrain.stages import Stage, is_done, run_stage
+from dftrain.experiments.demo import PROFILES, VARIANTS, build_stages
+from dftrain.experiments.stages import Stage, is_done, run_stage
 
 
 def test_stage_plan_covers_the_whole_method(tmp_path):

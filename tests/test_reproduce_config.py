@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from dftrain.errors import ConfigError
-from dftrain.reproduce import build_plan, option_flags
-from dftrain.reproduce_config import check_pipeline_folder, load_experiment, parse_seeds
-from dftrain.reproduce_stats import paired_comparison
+from dftrain.experiments.config import check_pipeline_folder, load_experiment, parse_seeds
+from dftrain.experiments.plan import build_plan, option_flags
+from dftrain.experiments.stats import paired_comparison
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO / "experiments" / "mini.yaml"
@@ -203,7 +203,7 @@ def test_stage_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path):
     import sys
 
     from dftrain.errors import DftrainError
-    from dftrain.reproduce import stage_lock
+    from dftrain.experiments.run import stage_lock
 
     lock = tmp_path / ".stages" / "train_x.lock"
     with stage_lock(tmp_path, "train_x"):

@@ -20,9 +20,9 @@ def demo(
     """Synthetic data -> generalize -> score -> train 3 variants -> generate -> evaluate -> compare."""
     from rich.console import Console
 
-    from dftrain.demo import build_stages, write_report
+    from dftrain.experiments.demo import build_stages, write_report
+    from dftrain.experiments.stages import run_stages, summary_table
     from dftrain.outputs import claim_output
-    from dftrain.stages import run_stages, summary_table
 
     console = Console(stderr=True)
     stages = build_stages(out, profile=profile, ranks=ranks, zero_config=deepspeed)

@@ -11,10 +11,10 @@ import os
 from pathlib import Path
 
 from dftrain.evaluate.groups import train_groups
+from dftrain.experiments.config import Experiment
+from dftrain.experiments.plan import Layout
+from dftrain.experiments.stats import final_loss, mean_std, own_group_match, paired_comparison
 from dftrain.files import atomic_write_text
-from dftrain.reproduce import Layout
-from dftrain.reproduce_config import Experiment
-from dftrain.reproduce_stats import final_loss, mean_std, own_group_match, paired_comparison
 
 PAPER_REDUCTION_PCT = 43.5  # arXiv 2309.07254: replication score reduction on Stable Diffusion 2.1
 # metric -> (label, lower is "less copying" / "better fit"?)

@@ -3,7 +3,7 @@
 synthetic shards -> tiny model -> generalize captions (embedded LLM) -> score before
 and after -> train baseline / generalized captions / dual fusion (DeepSpeed, several
 CPU ranks) -> generate from the ORIGINAL captions -> evaluate each -> compare ->
-OUT/report.md. Each step is one `dftrain` subcommand (dftrain.stages), so a re-run
+OUT/report.md. Each step is one `dftrain` subcommand (dftrain.experiments.stages), so a re-run
 reuses every step that finished.
 """
 
@@ -15,8 +15,8 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dftrain.errors import ConfigError
+from dftrain.experiments.stages import Stage
 from dftrain.paths import packaged_ds_config
-from dftrain.stages import Stage
 
 
 @dataclass(frozen=True)
