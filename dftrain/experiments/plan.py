@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from dftrain.errors import DftrainError
-from dftrain.experiments.config import Experiment, Variant, check_pipeline_folder
+from dftrain.experiments.config import Experiment, Variant, check_pipeline_folder, regime_defaults
 from dftrain.experiments.stages import Stage
 
 REPO = Path(__file__).resolve().parent.parent.parent  # the source tree (relative ds_configs/ paths)
@@ -24,6 +24,7 @@ class Layout:
     """Where every stage of one reproduce run writes."""
 
     out: Path
+    regime: bool = False  # data from the memorization regime: its held-out scenes are DIR/data/heldout
 
     @property
     def data(self) -> Path:
@@ -44,7 +45,7 @@ class Layout:
     @property
     def heldout(self) -> Path:
         """Unseen images of the same synthetic distribution (another seed): fit without rewarding copies."""
-        return self.data / "heldout" / "train"
+        return self.data / "heldout" if self.regime else self.data / "heldout" / "train"
 
     @property
     def model(self) -> Path:
@@ -58,6 +59,10 @@ class Layout:
 
     def evaluation(self, variant: str, seed: int) -> Path:
         return self.out / "eval" / variant / f"seed{seed}"
+
+    def extra_evaluation(self, descriptor: str, variant: str, seed: int) -> Path:
+        """The evaluation with an extra copy descriptor (evaluate.extra_descriptors)."""
+        return self.out / f"eval_{descriptor}" / variant / f"seed{seed}"
 
     def heldout_evaluation(self, variant: str, seed: int) -> Path:
         return self.out / "eval_heldout" / variant / f"seed{seed}"
@@ -112,9 +117,23 @@ def _job_env(experiment: Experiment) -> dict[str, str]:
     return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
-def setup_stages(experiment: Experiment, layout: Layout) -> list[Stage]:
-    d, m = experiment.data, experiment.model
-    env = _job_env(experiment)
+def regime_data_stages(experiment: Experiment, layout: Layout) -> list[Stage]:
+    """One `dftrain shard synthetic --dup-images` stage: train, held-out scenes and the object bank."""
+    d = regime_defaults(experiment.data)
+    outputs = [layout.train_shards / "manifest.json", layout.objects / "manifest.json"]
+    if d["heldout"]:
+        outputs.append(layout.heldout / "manifest.json")
+    return [Stage("data", ["shard", "synthetic", "--out", str(layout.data), "--n", str(d["n"]),
+                           "--dup-images", str(d["dup_images"]), "--dup-factor", str(d["dup_factor"]),
+                           "--heldout", str(d["heldout"]), "--size", str(d["size"]),
+                           "--objects-per-class", str(d["objects_per_class"]), "--seed", str(d["seed"]),
+                           "--samples-per-shard", str(d["samples_per_shard"])], outputs, env=_job_env(experiment))]
+
+
+def plain_data_stages(experiment: Experiment, layout: Layout) -> list[Stage]:
+    """The older plain synthetic set (--dup-fraction) and, unless data.heldout is false, a held-out set
+    drawn by the same generator with another seed."""
+    d, env = experiment.data, _job_env(experiment)
     stages = [
         Stage("data", ["shard", "synthetic", "--out", str(layout.data), "--n", str(d["n"]), "--size", str(d["size"]),
                        "--dup-fraction", str(d.get("dup_fraction", 0.0)),
@@ -128,8 +147,15 @@ def setup_stages(experiment: Experiment, layout: Layout) -> list[Stage]:
                                         "--dup-fraction", "0", "--objects-per-class", "1",
                                         "--seed", str(d.get("heldout_seed", d.get("seed", 0) + 1000))],
                             [layout.heldout / "manifest.json"], env=env))
+    return stages
+
+
+def setup_stages(experiment: Experiment, layout: Layout) -> list[Stage]:
+    m = experiment.model
+    env = _job_env(experiment)
+    stages = regime_data_stages(experiment, layout) if experiment.regime else plain_data_stages(experiment, layout)
     if m.get("source", "tiny") == "tiny":
-        args = ["model", "tiny", "--out", str(layout.model), "--resolution", str(m.get("resolution", d["size"])),
+        args = ["model", "tiny", "--out", str(layout.model), "--resolution", str(m.get("resolution", experiment.data["size"])),
                 "--seed", str(m.get("seed", 0))]
         if m.get("vae_steps") is not None:
             args += ["--vae-steps", str(m["vae_steps"])]
@@ -182,7 +208,14 @@ def chain_stages(experiment: Experiment, layout: Layout, variant: Variant, seed:
         Stage(f"generate_{tag}", generate_args, [gen / "prompts.jsonl"], env=env),
         Stage(f"evaluate_{tag}", evaluate_args, [evaluation / "report.json"], env=env),
     ]
-    if experiment.data.get("heldout", True):
+    for descriptor in experiment.extra_descriptors:
+        extra = layout.extra_evaluation(descriptor, variant.name, seed)
+        options = {**experiment.evaluate.get("options", {}), "descriptor": descriptor, "weights": None, "threshold": None}
+        stages.append(Stage(f"evaluate_{descriptor}_{tag}", ["evaluate", "--generations", str(gen), "--train-shards",
+                                                          str(layout.train_shards), "--out", str(extra),
+                                                          *option_flags(options)],
+                            [extra / "report.json"], env=env))
+    if experiment.has_heldout:
         heldout = layout.heldout_evaluation(variant.name, seed)
         stages.append(Stage(f"evaluate_heldout_{tag}", ["evaluate", "--generations", str(gen), "--train-shards",
                                                         str(layout.heldout), "--out", str(heldout),
@@ -192,7 +225,7 @@ def chain_stages(experiment: Experiment, layout: Layout, variant: Variant, seed:
 
 
 def build_plan(experiment: Experiment, out: Path) -> Plan:
-    layout = Layout(Path(out))
+    layout = Layout(Path(out), regime=experiment.regime)
     # Seed-major order: if the budget runs out, the finished seeds hold every variant.
     chains = [Chain(v.name, seed, chain_stages(experiment, layout, v, seed))
               for seed in experiment.seeds for v in experiment.variants]
