@@ -292,7 +292,7 @@ def conclusions(summary: dict, changes: dict, n_seeds: int) -> list[str]:
     return lines
 
 
-def build_report(experiment: Experiment, layout: Layout, outcome=None) -> dict:
+def build_report(experiment: Experiment, layout: Layout, outcome=None, kind: str = "reproduce") -> dict:
     groups = train_groups(layout.train_shards)
     names = [v.name for v in experiment.variants]
     extras = experiment.extra_descriptors
@@ -307,6 +307,7 @@ def build_report(experiment: Experiment, layout: Layout, outcome=None) -> dict:
                 runs.append(row)
     summary, changes = summarise(runs, names, metrics)
     return {
+        "kind": kind,
         "experiment": experiment.name,
         "profile": experiment.profile,
         "config_file": experiment.source,
@@ -505,8 +506,8 @@ def side_by_side_grids(report: dict, layout: Layout) -> list[str]:
             "| " + " | ".join(f"![{name}]({_rel(png, layout.out)})" for name, png in shown) + " |", ""]
 
 
-def write_report(experiment: Experiment, layout: Layout, outcome=None) -> Path:
-    report = build_report(experiment, layout, outcome)
+def write_report(experiment: Experiment, layout: Layout, outcome=None, kind: str = "reproduce") -> Path:
+    report = build_report(experiment, layout, outcome, kind)
     layout.out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = layout.out / "report.json", layout.out / "report.md"
     for path, text in ((json_path, json.dumps(report, indent=2, default=str) + "\n"),
