@@ -72,7 +72,7 @@ def test_demo_runs_end_to_end_and_resumes(tmp_path):
 
     report = json.loads((out / "report.json").read_text())
     md = (out / "report.md").read_text()
-    assert md.splitlines()[2] == report["headline"] and report["headline"].startswith("The baseline copies")
+    assert md.splitlines()[2] == report["headline"] and report["headline"].startswith("The baseline's copying")
     ci = load_demo("ci")
     for variant in (v.name for v in ci.variants):
         assert f"| {variant} |" in md

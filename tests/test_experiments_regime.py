@@ -116,7 +116,7 @@ def test_the_headline_is_computed_from_the_runs():
     names = ["baseline", "generalized_dual_fusion"]
     summary, changes = summarise(_runs(0.8, 0.4, 0.6, 0.15), names)
     text = headline(summary, changes, "sscd")
-    assert text.startswith("The baseline copies: sim_p95 0.80 (sscd descriptor), 60% of generations above 0.5 "
+    assert text.startswith("The baseline's copying: sim_p95 0.80 (sscd descriptor) with 60% of generations above 0.5 "
                            "(90% for prompts of duplicated images)")
     expected_sim = round(sum((0.4 + 2 * s) / (0.8 + s) - 1 for s in (0.0, 0.02, -0.01)) / 3 * 100)
     assert f"generalized_dual_fusion sim_p95 {expected_sim:+d}% (p " in text

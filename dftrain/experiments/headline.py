@@ -13,15 +13,15 @@ def _pct(entry: dict) -> str:
 
 
 def headline(summary: dict, changes: dict, descriptor: str | None) -> str:
-    """'The baseline copies: sim_p95 0.91 (sscd), 80% of generations above 0.5 (95% for prompts of
+    """'The baseline's copying: sim_p95 0.91 (sscd descriptor) with 80% of generations above 0.5 (95% for prompts of
     duplicated images); against it, over 5 seeds: generalized sim_p95 -12% (p 0.01), frac > 0.5 -40% (p 0.02); ...'"""
     base = summary.get("baseline")
     if not base or base["sim_p95"]["n"] == 0:
         return "The baseline did not finish, so no reduction can be measured."
     sim, frac = base["sim_p95"]["mean"], base["frac_above_0_5"]["mean"]
-    text = f"The baseline copies: sim_p95 {sim:.2f} ({descriptor or 'copy'} descriptor)"
+    text = f"The baseline's copying: sim_p95 {sim:.2f} ({descriptor or 'copy'} descriptor)"
     if frac is not None:
-        text += f", {frac:.0%} of generations above 0.5"
+        text += f" with {frac:.0%} of generations above 0.5"
     dup = base.get("dup_frac_above_0_5", {}).get("mean")
     if dup is not None:
         text += f" ({dup:.0%} for prompts of duplicated images)"
