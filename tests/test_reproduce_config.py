@@ -34,7 +34,7 @@ def _minimal() -> dict:
     }
 
 
-@pytest.mark.parametrize("profile", ["cpu", "cpu_prior", "cpu_early", "gpu"])
+@pytest.mark.parametrize("profile", ["cpu", "cpu_prior", "cpu_early", "cpu_long", "gpu"])
 def test_shipped_experiment_profiles_are_valid(profile):
     exp = load_experiment(MINI, profile)
     names = [v.name for v in exp.variants]
