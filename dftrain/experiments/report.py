@@ -390,15 +390,18 @@ def render_markdown(report: dict, layout: Layout) -> str:
 
     lines += ["## Change against the baseline, paired by seed", "",
               "| variant | sim_p95 | frac > 0.5 | dup sim_p95 | dup frac > 0.5 | frac > thr | own match (dup-aware) | "
-              "final loss | fd held-out | fd train | diversity |",
-              "|---|---|---|---|---|---|---|---|---|---|---|"]
+              "final loss | fd held-out | fd train | diversity |"
+              + "".join(f" {d} sim_p95 | {d} frac > thr |" for d in extras),
+              "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * (2 * len(extras))]
     for name, change in report["changes_vs_baseline"].items():
+        extra_cells = "".join(f" {_change(change[f'{d}_sim_p95'])} | {_change(change[f'{d}_frac_above'])} |"
+                              for d in extras)
         lines.append(f"| {name} | {_change(change['sim_p95'])} | {_change(change['frac_above_0_5'])} | "
                      f"{_change(change['dup_sim_p95'])} | {_change(change['dup_frac_above_0_5'])} | "
                      f"{_change(change['frac_above'])} | "
                      f"{_change(change['own_group_match'])} | {_change(change['final_loss'])} | "
                      f"{_change(change['heldout_fd'])} | {_change(change['fd_embedded'])} | "
-                     f"{_change(change['diversity'])} |")
+                     f"{_change(change['diversity'])} |{extra_cells}")
     lines += ["", "Relative change in % (mean ± std over seeds; p: paired t-test over seeds, two-sided). "
               "Negative = lower than the baseline of the same seed.", ""]
 
