@@ -73,7 +73,7 @@ def main(quick: bool = False, reproduce: str | Path = "runs/reproduce") -> dict:
     import torch
     import yaml
 
-    from dftrain.reproduce_report import train_groups
+    from dftrain.experiments.report import train_groups
 
     torch.set_num_threads(1)
     root = Path(reproduce)

@@ -1,5 +1,6 @@
-"""`dftrain demo` at minimal size: every stage runs as a subprocess, the report has every section,
-and a re-run reuses what finished."""
+"""`dftrain demo`: the packaged demo experiment is a smaller memorization regime run by the same runner
+as `dftrain reproduce`; at minimal size every stage runs as a subprocess, the report opens with the
+measured sentence, and a re-run reuses what finished."""
 
 import json
 import sys
@@ -7,31 +8,47 @@ import sys
 import pytest
 from process_helpers import run_group
 
-from dftrain.demo import PROFILES, VARIANTS, build_stages
 from dftrain.errors import ConfigError
-from dftrain.stages import Stage, is_done, run_stage
+from dftrain.experiments.demo import DEMO_FILE, load_demo
+from dftrain.experiments.plan import build_plan
+from dftrain.experiments.stages import Stage, is_done, run_stage
 
 
-def test_stage_plan_covers_the_whole_method(tmp_path):
-    names = [s.name for s in build_stages(tmp_path, profile="ci")]
-    assert names[:5] == ["data", "model", "generalize", "score_original", "score_generalized"]
-    for variant in VARIANTS:
-        assert names.index(f"train_{variant}") < names.index(f"generate_{variant}") < names.index(f"evaluate_{variant}")
-    assert names[-1] == "compare"
-    train_stages = [s for s in build_stages(tmp_path, profile="ci", ranks=2) if s.name.startswith("train_")]
-    assert all(s.ranks == 2 for s in train_stages)
-    # generations are prompted with the ORIGINAL training captions, never the generalized ones
-    for stage in build_stages(tmp_path, profile="ci"):
-        if stage.name.startswith("generate_"):
-            assert stage.args[stage.args.index("--shards") + 1] == str(tmp_path / "data" / "train")
+@pytest.mark.parametrize("profile", ["default", "ci"])
+def test_demo_profiles_are_the_regime_through_the_experiment_runner(tmp_path, profile):
+    experiment = load_demo(profile)
+    assert experiment.regime and experiment.has_heldout
+    assert experiment.variants[0].name == "baseline"
+    assert any(v.name == "generalized_dual_fusion" for v in experiment.variants)
+    plan = build_plan(experiment, tmp_path)
+    names = [s.name for s in plan.setup]
+    assert names == ["data", "model", "generalize"]
+    data = plan.setup[0].args
+    assert data[data.index("--dup-images") + 1] == str(experiment.data["dup_images"])
+    for chain in plan.chains:
+        stages = [s.name.split("_")[0] for s in chain.stages]
+        assert stages[:3] == ["train", "generate", "evaluate"]
+        generate = next(s for s in chain.stages if s.name.startswith("generate_"))
+        # generations are prompted with the ORIGINAL training captions, never the generalized ones
+        assert generate.args[generate.args.index("--shards") + 1] == str(tmp_path / "data" / "train")
+    if profile == "default":
+        assert experiment.evaluate["options"]["descriptor"] == "sscd"
+        assert experiment.extra_descriptors == ["embedded"]
 
 
-def test_bad_profile_and_ranks_are_refused(tmp_path):
-    with pytest.raises(ConfigError, match="unknown demo profile"):
-        build_stages(tmp_path, profile="huge")
+def test_demo_ranks_and_deepspeed_override_the_file(tmp_path):
+    experiment = load_demo("ci", ranks=2, deepspeed=str(tmp_path / "ds.json"))
+    train = [s for c in build_plan(experiment, tmp_path).chains for s in c.stages if s.name.startswith("train_")]
+    assert train and all(s.ranks == 2 for s in train)
+    assert all(s.args[s.args.index("--deepspeed") + 1] == str(tmp_path / "ds.json") for s in train)
+
+
+def test_bad_profile_and_ranks_are_refused():
+    with pytest.raises(ConfigError, match="demo: .*unknown profile 'huge'"):
+        load_demo("huge")
     with pytest.raises(ConfigError, match="ranks"):
-        build_stages(tmp_path, ranks=0)
-    assert set(PROFILES) >= {"default", "ci"}
+        load_demo("ci", ranks=0)
+    assert DEMO_FILE.is_file() and DEMO_FILE.parent.name == "experiments"  # shipped inside the package
 
 
 def test_failed_stage_reports_its_log_and_is_not_marked_done(tmp_path):
@@ -49,26 +66,23 @@ def test_failed_stage_reports_its_log_and_is_not_marked_done(tmp_path):
 @pytest.mark.timeout(1500)
 def test_demo_runs_end_to_end_and_resumes(tmp_path):
     out = tmp_path / "demo"
-    cmd = [sys.executable, "-m", "dftrain", "demo", "--profile", "ci", "--out", str(out), "--ranks", "2"]
+    cmd = [sys.executable, "-m", "dftrain", "demo", "--profile", "ci", "--out", str(out)]
     first = run_group(cmd, timeout=1200)
     assert first.returncode == 0, first.stderr[-3000:]
 
-    report = (out / "report.md").read_text()
-    for section in ("## Caption generality", "## Caption examples", "## Replication and quality", "## Pictures"):
-        assert section in report
-    for variant in VARIANTS:
-        assert f"| {variant} |" in report
-        metrics = json.loads((out / "eval" / variant / "report.json").read_text())
-        assert metrics["n_generations"] == PROFILES["ci"].num_prompts * PROFILES["ci"].per_prompt
-        assert 0.0 <= metrics["frac_above_0_5"] <= 1.0
-        assert (out / "pictures" / f"{variant}_most_copied.png").exists()
-    # the generalized captions score as more general than the originals
-    rows = report.split("## Caption generality")[1].split("##")[0]
-    means = {line.split("|")[1].strip(): float(line.split("|")[3]) for line in rows.splitlines()
-             if line.startswith("| original") or line.startswith("| generalized")}
-    assert means["generalized"] > means["original"]
+    report = json.loads((out / "report.json").read_text())
+    md = (out / "report.md").read_text()
+    assert md.splitlines()[2] == report["headline"] and report["headline"].startswith("The baseline's copying")
+    ci = load_demo("ci")
+    for variant in (v.name for v in ci.variants):
+        assert f"| {variant} |" in md
+        metrics = json.loads((out / "eval" / variant / "seed0" / "report.json").read_text())
+        assert metrics["n_generations"] == ci.generate["num_prompts"] * ci.generate["per_prompt"]
+        assert metrics["split"]["duplicated"]["n"] + metrics["split"]["unique"]["n"] == metrics["n_generations"]
+    assert report["missing"] == [] and report["failed"] == {}
 
     again = run_group(cmd, timeout=240)
     assert again.returncode == 0, again.stderr[-3000:]
-    reused_lines = [line for line in again.stderr.splitlines() if ": reused (finished earlier" in line]
-    assert len(reused_lines) == len(build_stages(out, profile="ci"))
+    plan = build_plan(ci, out)
+    n_stages = len(plan.setup) + sum(len(c.stages) for c in plan.chains) + len(ci.seeds)  # + compare per seed
+    assert sum(1 for line in again.stderr.splitlines() if line.endswith(": reused")) == n_stages

@@ -9,9 +9,9 @@ import pytest
 import yaml
 
 from dftrain.errors import ConfigError
-from dftrain.reproduce import build_plan, option_flags
-from dftrain.reproduce_config import check_pipeline_folder, load_experiment, parse_seeds
-from dftrain.reproduce_stats import paired_comparison
+from dftrain.experiments.config import check_pipeline_folder, load_experiment, parse_seeds
+from dftrain.experiments.plan import build_plan, option_flags
+from dftrain.experiments.stats import paired_comparison
 
 REPO = Path(__file__).resolve().parents[1]
 MINI = REPO / "experiments" / "mini.yaml"
@@ -34,21 +34,31 @@ def _minimal() -> dict:
     }
 
 
-@pytest.mark.parametrize("profile", ["cpu", "cpu_early", "gpu"])
+@pytest.mark.parametrize("profile", ["cpu", "cpu_prior", "cpu_early", "cpu_long", "gpu"])
 def test_shipped_experiment_profiles_are_valid(profile):
     exp = load_experiment(MINI, profile)
     names = [v.name for v in exp.variants]
     assert names[0] == "baseline"
-    assert {"generalized", "dual_fusion", "generalized_dual_fusion"} <= set(names)
-    if profile != "cpu_early":  # the half-budget supplement runs the paper's variants only
+    paper = {"generalized_dual_fusion"} if profile == "cpu_long" else {"generalized", "dual_fusion",
+                                                                       "generalized_dual_fusion"}
+    assert paper <= set(names)
+    if profile in ("cpu_prior", "gpu"):
         assert any(v.train for v in exp.variants), "at least one prior-study mitigation"
     assert len(exp.seeds) >= 3
+    # the memorization regime: many unique scenes, a few duplicated many times; SSCD judges copies
+    assert exp.regime and exp.data["dup_images"] < exp.data["n"] and exp.data["dup_factor"] >= 20
+    assert exp.evaluate["options"]["descriptor"] == "sscd" and exp.has_heldout
     if profile == "gpu":
         assert exp.model["architecture"] == "sd21" and exp.model["resolution"] == 256
         assert exp.data["size"] == 256 and exp.data["n"] > load_experiment(MINI, "cpu").data["n"]
     else:
-        # built to be memorized: most images repeated, small images
-        assert exp.data["dup_fraction"] >= 0.5 and exp.data["size"] <= 64
+        assert exp.data["size"] <= 64 and exp.run["parallel"] == 2
+        assert len(exp.seeds) >= 5 or profile == "cpu_early"
+
+
+def test_the_earlier_plain_experiment_stays_loadable():
+    exp = load_experiment(REPO / "experiments" / "earlier_plain.yaml")
+    assert not exp.regime and exp.data["dup_fraction"] >= 0.5
 
 
 def test_default_profile_is_the_first_listed():
@@ -224,7 +234,7 @@ def test_stage_lock_refuses_a_live_owner_and_takes_over_a_stale_one(tmp_path):
     import sys
 
     from dftrain.errors import DftrainError
-    from dftrain.reproduce import stage_lock
+    from dftrain.experiments.run import stage_lock
 
     lock = tmp_path / ".stages" / "train_x.lock"
     with stage_lock(tmp_path, "train_x"):

@@ -9,10 +9,10 @@ from pathlib import Path
 import pytest
 import yaml
 
-from dftrain.reproduce import Layout, compare_stage
-from dftrain.reproduce_config import load_experiment
-from dftrain.reproduce_report import build_report, write_report
-from dftrain.reproduce_stats import final_loss, mean_std, own_group_match
+from dftrain.experiments.config import load_experiment
+from dftrain.experiments.plan import Layout, compare_stage
+from dftrain.experiments.report import build_report, write_report
+from dftrain.experiments.stats import final_loss, mean_std, own_group_match
 
 
 def test_mean_std_uses_sample_std_and_skips_missing():
@@ -137,7 +137,7 @@ def test_report_without_a_finished_baseline_says_so(tmp_path):
 
 
 def test_conclusions_tell_broken_caption_link_from_less_copying():
-    from dftrain.reproduce_report import conclusions, summarise
+    from dftrain.experiments.report import conclusions, summarise
 
     runs = []
     for seed in (0, 1, 2):

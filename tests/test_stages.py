@@ -6,7 +6,7 @@ import json
 
 from shards_helpers import make_jpeg
 
-from dftrain.stages import Stage, is_done, run_stage, stage_inputs, stale_reason
+from dftrain.experiments.stages import Stage, is_done, run_stage, stage_inputs, stale_reason
 
 
 def _plan(tmp_path):

@@ -29,9 +29,10 @@ def reproduce(
     from rich.console import Console
 
     from dftrain.errors import DftrainError
-    from dftrain.reproduce import build_plan, check_inputs, run_plan
-    from dftrain.reproduce_config import load_experiment
-    from dftrain.reproduce_report import write_report
+    from dftrain.experiments.config import load_experiment
+    from dftrain.experiments.plan import build_plan, check_inputs
+    from dftrain.experiments.report import write_report
+    from dftrain.experiments.run import run_plan
 
     console = Console(stderr=True)
     overrides = {"run": {"parallel": parallel}} if parallel else None

@@ -30,6 +30,8 @@ RESERVED_TRAIN_OPTIONS = {"config", "model", "shards", "objects", "out", "fusion
                           "deepspeed"}
 RESERVED_GENERATE_OPTIONS = {"model", "shards", "out", "num_prompts", "per_prompt", "steps", "guidance", "seed"}
 RESERVED_EVALUATE_OPTIONS = {"generations", "train_shards", "out"}
+# Descriptors that need no weights file, so an extra evaluation can name them alone.
+EXTRA_DESCRIPTORS = ("embedded", "sscd")
 
 # Parameters of the prior study's mitigations (Somepalli et al. 2023), used by the built-in variants.
 DEFAULT_MITIGATIONS = {"embed_noise_sigma": 0.1, "mixup_alpha": 0.4, "text_mitigation_p": 0.1}
@@ -87,6 +89,22 @@ class Experiment:
     @property
     def needs_generalized(self) -> bool:
         return any(v.captions == "generalized" for v in self.variants)
+
+    @property
+    def regime(self) -> bool:
+        """Data from the memorization regime (n unique scenes + a duplicated subset + held-out scenes)."""
+        return is_regime(self.data)
+
+    @property
+    def has_heldout(self) -> bool:
+        if self.regime:
+            return regime_defaults(self.data)["heldout"] > 0
+        return bool(self.data.get("heldout", True))
+
+    @property
+    def extra_descriptors(self) -> list[str]:
+        """Copy descriptors evaluated besides the primary one (evaluate.options.descriptor)."""
+        return list(self.evaluate.get("extra_descriptors", []))
 
 
 def deep_merge(base: dict, override: dict) -> dict:
@@ -258,22 +276,40 @@ def _variants(problems: list[str], data: dict, mitigations: dict, names: list[st
     return [known[n] for n in names]
 
 
+PLAIN_DATA_KEYS = {"n", "size", "dup_fraction", "objects_per_class", "seed", "samples_per_shard", "heldout",
+                   "heldout_n", "heldout_seed"}
+# The memorization regime (dftrain.synthetic.regime): n unique scenes, dup_images of them dup_factor times.
+REGIME_DATA_KEYS = {"n", "size", "dup_images", "dup_factor", "heldout", "objects_per_class", "seed",
+                    "samples_per_shard"}
+
+
+def is_regime(data: dict) -> bool:
+    """The data section describes the memorization regime (it names dup_images)."""
+    return "dup_images" in data
+
+
 def _check_data(problems: list[str], data: dict) -> None:
     for key in ("n", "size"):
         if key not in data:
             problems.append(f"data.{key} is required")
-    unknown = set(data) - {"n", "size", "dup_fraction", "objects_per_class", "seed", "samples_per_shard", "heldout",
-                           "heldout_n", "heldout_seed"}
+    regime = is_regime(data)
+    allowed = REGIME_DATA_KEYS if regime else PLAIN_DATA_KEYS
+    unknown = set(data) - allowed
     if unknown:
-        problems.append(f"data: unknown key(s) {', '.join(sorted(unknown))}")
+        hint = (" (the regime's held-out set is data.heldout: a count; dup_fraction belongs to the plain set)"
+                if regime else "")
+        problems.append(f"data: unknown key(s) {', '.join(sorted(unknown))}{hint}")
     if "n" in data:
-        _number(problems, "data.n", data["n"], lo=2, integer=True)
+        _number(problems, "data.n", data["n"], lo=1 if regime else 2, integer=True)
     if "size" in data:
         _number(problems, "data.size", data["size"], lo=16, integer=True)
-    _number(problems, "data.dup_fraction", data.get("dup_fraction", 0.0), lo=0.0, hi=1.0, hi_open=True)
     _number(problems, "data.objects_per_class", data.get("objects_per_class", 8), lo=1, integer=True)
     _number(problems, "data.seed", data.get("seed", 0), lo=0, integer=True)
     _number(problems, "data.samples_per_shard", data.get("samples_per_shard", 100), lo=1, integer=True)
+    if regime:
+        _check_regime_data(problems, data)
+        return
+    _number(problems, "data.dup_fraction", data.get("dup_fraction", 0.0), lo=0.0, hi=1.0, hi_open=True)
     if not isinstance(data.get("heldout", True), bool):
         problems.append(f"data.heldout: expected true or false, got {data['heldout']!r}")
     _number(problems, "data.heldout_n", data.get("heldout_n", data.get("n", 2)), lo=2, integer=True)
@@ -282,6 +318,20 @@ def _check_data(problems: list[str], data: dict) -> None:
     _number(problems, "data.heldout_seed", heldout_seed, lo=0, integer=True)
     if heldout_seed == seed:
         problems.append("data.heldout_seed must differ from data.seed (held-out images must be unseen)")
+
+
+def _check_regime_data(problems: list[str], data: dict) -> None:
+    _number(problems, "data.dup_images", data["dup_images"], lo=0, integer=True)
+    _number(problems, "data.dup_factor", data.get("dup_factor", 25), lo=2, integer=True)
+    _number(problems, "data.heldout", data.get("heldout", 200), lo=0, integer=True)
+    n, dup = data.get("n"), data["dup_images"]
+    if isinstance(n, int) and isinstance(dup, int) and not isinstance(dup, bool) and dup > n:
+        problems.append(f"data.dup_images ({dup}) cannot exceed data.n ({n}, the unique images)")
+
+
+def regime_defaults(data: dict) -> dict:
+    """The regime's data section with its defaults filled in (the ones `dftrain shard synthetic` uses)."""
+    return {"dup_factor": 25, "heldout": 200, "objects_per_class": 8, "seed": 0, "samples_per_shard": 100, **data}
 
 
 def _check_model(problems: list[str], model: dict, data: dict) -> None:
@@ -306,6 +356,24 @@ def _check_model(problems: list[str], model: dict, data: dict) -> None:
         if isinstance(data.get("size"), int) and isinstance(resolution, int) and resolution > data["size"]:
             problems.append(f"model.resolution {resolution} is larger than the images (data.size {data['size']})")
     _number(problems, "model.seed", model.get("seed", 0), lo=0, integer=True)
+
+
+def _extra_descriptors(problems: list[str], value: Any, primary: str | None) -> list[str]:
+    """evaluate.extra_descriptors: weight-free descriptors also reported (each another evaluate stage)."""
+    if value is None:
+        return []
+    if not isinstance(value, list) or not all(isinstance(v, str) for v in value):
+        problems.append(f"evaluate.extra_descriptors: expected a list of descriptor names, got {value!r}")
+        return []
+    out = []
+    for name in value:
+        if name not in EXTRA_DESCRIPTORS:
+            problems.append(f"evaluate.extra_descriptors: {name!r} is not one of {', '.join(EXTRA_DESCRIPTORS)}")
+        elif name == (primary or "embedded") or name in out:  # evaluate's default
+            problems.append(f"evaluate.extra_descriptors: {name!r} is already evaluated")
+        else:
+            out.append(name)
+    return out
 
 
 def check_pipeline_folder(path: Path, architecture: str) -> list[str]:
@@ -407,10 +475,12 @@ def load_experiment(path: str | Path, profile: str | None = None, *, seeds: str 
                                                 RESERVED_GENERATE_OPTIONS)}
 
     evaluate = _section(problems, merged, "evaluate")
-    unknown = set(evaluate) - {"options"}
+    unknown = set(evaluate) - {"options", "extra_descriptors"}
     if unknown:
         problems.append(f"evaluate: unknown key(s) {', '.join(sorted(unknown))} (flags go under evaluate.options)")
-    evaluate = {"options": _options(problems, "evaluate.options", evaluate.get("options"), RESERVED_EVALUATE_OPTIONS)}
+    evaluate_options = _options(problems, "evaluate.options", evaluate.get("options"), RESERVED_EVALUATE_OPTIONS)
+    extra = _extra_descriptors(problems, evaluate.get("extra_descriptors"), evaluate_options.get("descriptor"))
+    evaluate = {"options": evaluate_options, "extra_descriptors": extra}
 
     run = _section(problems, merged, "run")
     unknown = set(run) - {"parallel", "threads_per_job"}

@@ -11,10 +11,11 @@ import os
 from pathlib import Path
 
 from dftrain.evaluate.groups import train_groups
+from dftrain.experiments.config import Experiment
+from dftrain.experiments.headline import headline
+from dftrain.experiments.plan import Layout
+from dftrain.experiments.stats import final_loss, mean_std, own_group_match, paired_comparison
 from dftrain.files import atomic_write_text
-from dftrain.reproduce import Layout
-from dftrain.reproduce_config import Experiment
-from dftrain.reproduce_stats import final_loss, mean_std, own_group_match, paired_comparison
 
 PAPER_REDUCTION_PCT = 43.5  # arXiv 2309.07254: replication score reduction on Stable Diffusion 2.1
 # metric -> (label, lower is "less copying" / "better fit"?)
@@ -30,6 +31,12 @@ METRICS = {
     "heldout_sim_p95": "sim_p95 against held-out images",
     "fid": "FID",
     "diversity": "diversity",
+    # the same figures for generations prompted by a duplicated / a unique training image
+    "dup_sim_p95": "sim_p95, prompts of duplicated images",
+    "dup_frac_above_0_5": "fraction above 0.5, prompts of duplicated images",
+    "unique_sim_p95": "sim_p95, prompts of unique images",
+    "unique_frac_above_0_5": "fraction above 0.5, prompts of unique images",
+    "heldout_fd_descriptor": "fd to held-out images in the copy descriptor's space",
 }
 SIGNIFICANCE = 0.05
 
@@ -93,7 +100,35 @@ def dataset_summary(layout: Layout, groups: dict[str, object]) -> dict:
     return summary
 
 
-def collect_run(layout: Layout, variant: str, seed: int, groups: dict[str, object]) -> dict | None:
+def extra_metrics(descriptor: str) -> dict[str, str]:
+    """The report keys of an extra copy descriptor (evaluate.extra_descriptors)."""
+    return {f"{descriptor}_sim_p95": f"sim_p95 ({descriptor} descriptor)",
+            f"{descriptor}_frac_above": f"fraction above the {descriptor} descriptor's copy threshold"}
+
+
+def _split_figures(evaluation: dict) -> dict:
+    split = evaluation.get("split") or {}
+    out = {}
+    for name, prefix in (("duplicated", "dup"), ("unique", "unique")):
+        part = split.get(name) or {}
+        out[f"{prefix}_sim_p95"] = part.get("sim_p95")
+        out[f"{prefix}_frac_above_0_5"] = part.get("frac_above_0_5")
+        out[f"{prefix}_n"] = part.get("n")
+    return out
+
+
+def _extra_figures(layout: Layout, variant: str, seed: int, descriptors) -> dict:
+    out = {}
+    for descriptor in descriptors:
+        extra = _read_json(layout.extra_evaluation(descriptor, variant, seed) / "report.json") or {}
+        out[f"{descriptor}_sim_p95"] = extra.get("sim_p95")
+        out[f"{descriptor}_frac_above"] = extra.get("frac_above_threshold")
+        out[f"{descriptor}_threshold"] = extra.get("threshold")
+    return out
+
+
+def collect_run(layout: Layout, variant: str, seed: int, groups: dict[str, object],
+                extra_descriptors=()) -> dict | None:
     """The figures of one finished (variant, seed); None when its evaluation did not finish."""
     evaluation = _read_json(layout.evaluation(variant, seed) / "report.json")
     if evaluation is None:
@@ -126,7 +161,10 @@ def collect_run(layout: Layout, variant: str, seed: int, groups: dict[str, objec
         "fid": evaluation.get("fid"),
         "heldout_fd": heldout.get("fd_embedded"),
         "heldout_sim_p95": heldout.get("sim_p95"),
+        "heldout_fd_descriptor": heldout.get("fd_descriptor"),
         "diversity": evaluation.get("diversity"),
+        **_split_figures(evaluation),
+        **_extra_figures(layout, variant, seed, extra_descriptors),
         "bg_sim_p95": evaluation.get("bg_sim_p95"),
         "n_generations": evaluation.get("n_generations"),
         "descriptor": evaluation.get("descriptor"),
@@ -151,12 +189,13 @@ def reference_fd(layout: Layout) -> float | None:
     return float(frechet_between(feats[0], feats[1]))
 
 
-def summarise(runs: list[dict], variants: list[str]) -> tuple[dict, dict]:
+def summarise(runs: list[dict], variants: list[str], metrics: dict[str, str] | None = None) -> tuple[dict, dict]:
     """Per variant: mean/std of every metric; per non-baseline variant: paired change vs baseline."""
+    metrics = METRICS if metrics is None else metrics
     summary, changes = {}, {}
     for variant in variants:
         rows = [r for r in runs if r["variant"] == variant]
-        summary[variant] = {m: mean_std([r.get(m) for r in rows]) for m in (*METRICS, "own_group_chance")}
+        summary[variant] = {m: mean_std([r.get(m) for r in rows]) for m in (*metrics, "own_group_chance")}
         summary[variant]["seeds"] = sorted(r["seed"] for r in rows)
     base = {r["seed"]: r for r in runs if r["variant"] == "baseline"}
     for variant in variants:
@@ -164,7 +203,7 @@ def summarise(runs: list[dict], variants: list[str]) -> tuple[dict, dict]:
             continue
         rows = {r["seed"]: r for r in runs if r["variant"] == variant}
         changes[variant] = {m: paired_comparison({s: r.get(m) for s, r in base.items()},
-                                                 {s: r.get(m) for s, r in rows.items()}) for m in METRICS}
+                                                 {s: r.get(m) for s, r in rows.items()}) for m in metrics}
     return summary, changes
 
 
@@ -253,19 +292,22 @@ def conclusions(summary: dict, changes: dict, n_seeds: int) -> list[str]:
     return lines
 
 
-def build_report(experiment: Experiment, layout: Layout, outcome=None) -> dict:
+def build_report(experiment: Experiment, layout: Layout, outcome=None, kind: str = "reproduce") -> dict:
     groups = train_groups(layout.train_shards)
     names = [v.name for v in experiment.variants]
+    extras = experiment.extra_descriptors
+    metrics = {**METRICS, **{k: v for d in extras for k, v in extra_metrics(d).items()}}
     runs, missing = [], []
     for seed in experiment.seeds:
         for name in names:
-            row = collect_run(layout, name, seed, groups)
+            row = collect_run(layout, name, seed, groups, extras)
             if row is None:
                 missing.append(f"{name}_seed{seed}")
             else:
                 runs.append(row)
-    summary, changes = summarise(runs, names)
+    summary, changes = summarise(runs, names, metrics)
     return {
+        "kind": kind,
         "experiment": experiment.name,
         "profile": experiment.profile,
         "config_file": experiment.source,
@@ -283,6 +325,8 @@ def build_report(experiment: Experiment, layout: Layout, outcome=None) -> dict:
         "failed": dict(outcome.failed) if outcome else {},
         "summary": summary,
         "changes_vs_baseline": changes,
+        "headline": headline(summary, changes, runs[0]["descriptor"] if runs else None),
+        "extra_descriptors": extras,
         "conclusions": conclusions(summary, changes, len({r["seed"] for r in runs})),
         "paper": {"method_sim_p95_reduction_pct": PAPER_REDUCTION_PCT, "model": "Stable Diffusion 2.1",
                   "source": "arXiv 2309.07254"},
@@ -297,23 +341,40 @@ def _rel(path: Path, start: Path) -> str:
 def render_markdown(report: dict, layout: Layout) -> str:
     s, names = report["summary"], list(report["variants"])
     data, budget = report["data"], report["budget"]
-    lines = [f"# dftrain reproduce: {report['experiment']} (profile {report['profile']})", ""]
+    lines = [f"# dftrain {report.get('kind', 'reproduce')}: {report['experiment']} (profile {report['profile']})", ""]
+    lines += [report["headline"], ""]
     lines += ["Does training with generalized captions and dual fusion copy training images less than the "
               "baseline, at the same training budget, over several seeds? And does it still learn the data?", ""]
 
     lines += ["## Results (mean ± std over seeds)", ""]
-    lines += ["| variant | seeds | sim_p95 ↓ | frac > thr ↓ | frac > 0.5 | own match (dup-aware) ↓ | own match (exact) | "
-              "final loss | fd held-out | fd train | sim_p95 held-out | diversity | sim_p95 vs baseline |",
-              "|---|---|---|---|---|---|---|---|---|---|---|---|---|"]
+    descriptor = report["runs"][0]["descriptor"] if report["runs"] else "-"
+    lines += [f"Copying, {descriptor} descriptor (per generation: best similarity to any training image), for all "
+              "prompts and split by prompts of duplicated / unique training images:", ""]
+    lines += ["| variant | seeds | sim_p95 ↓ | frac > 0.5 ↓ | dup sim_p95 | dup frac > 0.5 | unique sim_p95 | "
+              "unique frac > 0.5 | own match (dup-aware) ↓ | sim_p95 vs baseline | frac > 0.5 vs baseline |",
+              "|---|---|---|---|---|---|---|---|---|---|---|"]
     for name in names:
         row = s[name]
         change = report["changes_vs_baseline"].get(name)
-        lines.append(f"| {name} | {row['sim_p95']['n']} | {_pm(row['sim_p95'])} | {_pm(row['frac_above'], 2)} | "
-                     f"{_pm(row['frac_above_0_5'], 2)} | "
-                     f"{_pm(row['own_group_match'], 2)} | {_pm(row['own_match_rate'], 2)} | "
-                     f"{_pm(row['final_loss'], 4)} | {_pm(row['heldout_fd'], 2)} | {_pm(row['fd_embedded'], 2)} | "
-                     f"{_pm(row['heldout_sim_p95'])} | {_pm(row['diversity'], 3)} | "
-                     f"{_change(change['sim_p95']) if change else 'reference'} |")
+        lines.append(f"| {name} | {row['sim_p95']['n']} | {_pm(row['sim_p95'])} | {_pm(row['frac_above_0_5'], 2)} | "
+                     f"{_pm(row['dup_sim_p95'])} | {_pm(row['dup_frac_above_0_5'], 2)} | "
+                     f"{_pm(row['unique_sim_p95'])} | {_pm(row['unique_frac_above_0_5'], 2)} | "
+                     f"{_pm(row['own_group_match'], 2)} | "
+                     f"{_change(change['sim_p95']) if change else 'reference'} | "
+                     f"{_change(change['frac_above_0_5']) if change else 'reference'} |")
+    lines += ["", "Fit and the other figures:", ""]
+    extras = report.get("extra_descriptors", [])
+    extra_heads = "".join(f" {d} sim_p95 | {d} frac > thr |" for d in extras)
+    lines += ["| variant | frac > thr | own match (exact) | final loss | fd held-out | fd held-out "
+              f"({descriptor}) | fd train | sim_p95 held-out | diversity |{extra_heads}",
+              "|---|---|---|---|---|---|---|---|---|" + "---|" * (2 * len(extras))]
+    for name in names:
+        row = s[name]
+        extra_cells = "".join(f" {_pm(row[f'{d}_sim_p95'])} | {_pm(row[f'{d}_frac_above'], 2)} |" for d in extras)
+        lines.append(f"| {name} | {_pm(row['frac_above'], 2)} | {_pm(row['own_match_rate'], 2)} | "
+                     f"{_pm(row['final_loss'], 4)} | {_pm(row['heldout_fd'], 2)} | "
+                     f"{_pm(row['heldout_fd_descriptor'], 3)} | {_pm(row['fd_embedded'], 2)} | "
+                     f"{_pm(row['heldout_sim_p95'])} | {_pm(row['diversity'], 3)} |{extra_cells}")
     chance = s.get("baseline", {}).get("own_group_chance", {}).get("mean")
     lines += ["", f"Chance level of the duplicate-aware own match: {_fmt(chance, 3)}. "
               f"Copy threshold (frac > thr): {_fmt(report['runs'][0]['threshold'], 2) if report['runs'] else '-'} "
@@ -328,12 +389,19 @@ def render_markdown(report: dict, layout: Layout) -> str:
     lines += ["## Conclusions", ""] + [f"- {c}" for c in report["conclusions"]] + [""]
 
     lines += ["## Change against the baseline, paired by seed", "",
-              "| variant | sim_p95 | frac > thr | own match (dup-aware) | final loss | fd held-out | fd train |",
-              "|---|---|---|---|---|---|---|"]
+              "| variant | sim_p95 | frac > 0.5 | dup sim_p95 | dup frac > 0.5 | frac > thr | own match (dup-aware) | "
+              "final loss | fd held-out | fd train | diversity |"
+              + "".join(f" {d} sim_p95 | {d} frac > thr |" for d in extras),
+              "|---|---|---|---|---|---|---|---|---|---|---|" + "---|" * (2 * len(extras))]
     for name, change in report["changes_vs_baseline"].items():
-        lines.append(f"| {name} | {_change(change['sim_p95'])} | {_change(change['frac_above'])} | "
+        extra_cells = "".join(f" {_change(change[f'{d}_sim_p95'])} | {_change(change[f'{d}_frac_above'])} |"
+                              for d in extras)
+        lines.append(f"| {name} | {_change(change['sim_p95'])} | {_change(change['frac_above_0_5'])} | "
+                     f"{_change(change['dup_sim_p95'])} | {_change(change['dup_frac_above_0_5'])} | "
+                     f"{_change(change['frac_above'])} | "
                      f"{_change(change['own_group_match'])} | {_change(change['final_loss'])} | "
-                     f"{_change(change['heldout_fd'])} | {_change(change['fd_embedded'])} |")
+                     f"{_change(change['heldout_fd'])} | {_change(change['fd_embedded'])} | "
+                     f"{_change(change['diversity'])} |{extra_cells}")
     lines += ["", "Relative change in % (mean ± std over seeds; p: paired t-test over seeds, two-sided). "
               "Negative = lower than the baseline of the same seed.", ""]
 
@@ -406,6 +474,7 @@ def render_markdown(report: dict, layout: Layout) -> str:
               "- Scale: a ~1M-parameter model from scratch on a few dozen synthetic images is a mechanism check, "
               "not a replication of the paper's Stable Diffusion 2.1 fine-tuning on LAION.", ""]
 
+    lines += side_by_side_grids(report, layout)
     pictures = []
     for name in names:
         for seed in report["seeds"][:1]:
@@ -419,8 +488,29 @@ def render_markdown(report: dict, layout: Layout) -> str:
     return "\n".join(lines) + "\n"
 
 
-def write_report(experiment: Experiment, layout: Layout, outcome=None) -> Path:
-    report = build_report(experiment, layout, outcome)
+SIDE_BY_SIDE = ("baseline", "dual_fusion", "generalized_dual_fusion")
+
+
+def side_by_side_grids(report: dict, layout: Layout) -> list[str]:
+    """The most-copied generations (with their nearest training images) of the baseline and the dual
+    fusion variants of the first seed, next to each other (the grids `dftrain evaluate` drew)."""
+    from dftrain.evaluate.report import GRID_PNG
+
+    seed = report["seeds"][0] if report["seeds"] else None
+    shown = [(name, layout.evaluation(name, seed) / GRID_PNG) for name in SIDE_BY_SIDE
+             if name in report["variants"] and seed is not None]
+    shown = [(name, png) for name, png in shown if png.is_file()]
+    if len(shown) < 2:
+        return []
+    return [f"## Most-copied generations, side by side (seed {seed})", "",
+            "Each grid: a variant's generations with the highest similarity to a training image (left) and that "
+            "training image (right), most similar first.", "",
+            "| " + " | ".join(name for name, _ in shown) + " |", "|" + "---|" * len(shown),
+            "| " + " | ".join(f"![{name}]({_rel(png, layout.out)})" for name, png in shown) + " |", ""]
+
+
+def write_report(experiment: Experiment, layout: Layout, outcome=None, kind: str = "reproduce") -> Path:
+    report = build_report(experiment, layout, outcome, kind)
     layout.out.mkdir(parents=True, exist_ok=True)
     json_path, md_path = layout.out / "report.json", layout.out / "report.md"
     for path, text in ((json_path, json.dumps(report, indent=2, default=str) + "\n"),

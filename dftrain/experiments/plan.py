@@ -1,30 +1,22 @@
-"""`dftrain reproduce`: does the method copy less than the baseline, at equal budget, over seeds?
+"""The plan of an experiment (`dftrain reproduce`, `dftrain demo`): which stage writes where, with
+which `dftrain` command line. Nothing runs here (dftrain.experiments.run does).
 
-One experiment file (experiments/mini.yaml) -> synthetic data built to be memorized (few
-images, heavy duplication, small size) -> tiny model -> generalized captions (once, shared by
-all seeds) -> for every (variant, seed): train -> generate from the ORIGINAL captions ->
-evaluate -> compare per seed -> OUT/report.md and OUT/report.json (mean and spread over seeds).
-
-Every step is one `dftrain` subcommand run as a resumable stage (dftrain.stages): a re-run
-reuses what finished. The (variant, seed) chains are independent and run `run.parallel` at a
-time; a chain that fails is recorded and the others go on, so finished work is never lost.
+experiment file -> data (the synthetic memorization regime, or the older plain set) -> tiny model
+-> generalized captions (once, shared by all seeds) -> for every (variant, seed): train -> generate
+from the ORIGINAL captions -> evaluate (primary copy descriptor, plus any extra ones) -> evaluate
+against the held-out images -> compare per seed.
 """
 
 from __future__ import annotations
 
-import os
-import threading
-import time
-from concurrent.futures import ThreadPoolExecutor, as_completed
-from contextlib import contextmanager
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from dftrain.errors import DftrainError
-from dftrain.reproduce_config import Experiment, Variant, check_pipeline_folder
-from dftrain.stages import Stage, is_done, run_stage
+from dftrain.experiments.config import Experiment, Variant, check_pipeline_folder, regime_defaults
+from dftrain.experiments.stages import Stage
 
-REPO = Path(__file__).resolve().parent.parent
+REPO = Path(__file__).resolve().parent.parent.parent  # the source tree (relative ds_configs/ paths)
 
 
 @dataclass(frozen=True)
@@ -32,6 +24,7 @@ class Layout:
     """Where every stage of one reproduce run writes."""
 
     out: Path
+    regime: bool = False  # data from the memorization regime: its held-out scenes are DIR/data/heldout
 
     @property
     def data(self) -> Path:
@@ -52,7 +45,7 @@ class Layout:
     @property
     def heldout(self) -> Path:
         """Unseen images of the same synthetic distribution (another seed): fit without rewarding copies."""
-        return self.data / "heldout" / "train"
+        return self.data / "heldout" if self.regime else self.data / "heldout" / "train"
 
     @property
     def model(self) -> Path:
@@ -66,6 +59,10 @@ class Layout:
 
     def evaluation(self, variant: str, seed: int) -> Path:
         return self.out / "eval" / variant / f"seed{seed}"
+
+    def extra_evaluation(self, descriptor: str, variant: str, seed: int) -> Path:
+        """The evaluation with an extra copy descriptor (evaluate.extra_descriptors)."""
+        return self.out / f"eval_{descriptor}" / variant / f"seed{seed}"
 
     def heldout_evaluation(self, variant: str, seed: int) -> Path:
         return self.out / "eval_heldout" / variant / f"seed{seed}"
@@ -89,13 +86,6 @@ class Plan:
     chains: list[Chain]  # independent of each other
     layout: Layout
 
-
-@dataclass
-class Outcome:
-    ran: list[str] = field(default_factory=list)
-    reused: list[str] = field(default_factory=list)
-    failed: dict[str, str] = field(default_factory=dict)  # chain or stage name -> first line of the error
-    seconds: dict[str, float] = field(default_factory=dict)
 
 
 def option_flags(options: dict) -> list[str]:
@@ -131,9 +121,23 @@ def _job_env(experiment: Experiment) -> dict[str, str]:
     return {"OMP_NUM_THREADS": threads, "MKL_NUM_THREADS": threads}
 
 
-def setup_stages(experiment: Experiment, layout: Layout) -> list[Stage]:
-    d, m = experiment.data, experiment.model
-    env = _job_env(experiment)
+def regime_data_stages(experiment: Experiment, layout: Layout) -> list[Stage]:
+    """One `dftrain shard synthetic --dup-images` stage: train, held-out scenes and the object bank."""
+    d = regime_defaults(experiment.data)
+    outputs = [layout.train_shards / "manifest.json", layout.objects / "manifest.json"]
+    if d["heldout"]:
+        outputs.append(layout.heldout / "manifest.json")
+    return [Stage("data", ["shard", "synthetic", "--out", str(layout.data), "--n", str(d["n"]),
+                           "--dup-images", str(d["dup_images"]), "--dup-factor", str(d["dup_factor"]),
+                           "--heldout", str(d["heldout"]), "--size", str(d["size"]),
+                           "--objects-per-class", str(d["objects_per_class"]), "--seed", str(d["seed"]),
+                           "--samples-per-shard", str(d["samples_per_shard"])], outputs, env=_job_env(experiment))]
+
+
+def plain_data_stages(experiment: Experiment, layout: Layout) -> list[Stage]:
+    """The older plain synthetic set (--dup-fraction) and, unless data.heldout is false, a held-out set
+    drawn by the same generator with another seed."""
+    d, env = experiment.data, _job_env(experiment)
     stages = [
         Stage("data", ["shard", "synthetic", "--out", str(layout.data), "--n", str(d["n"]), "--size", str(d["size"]),
                        "--dup-fraction", str(d.get("dup_fraction", 0.0)),
@@ -147,8 +151,15 @@ def setup_stages(experiment: Experiment, layout: Layout) -> list[Stage]:
                                         "--dup-fraction", "0", "--objects-per-class", "1",
                                         "--seed", str(d.get("heldout_seed", d.get("seed", 0) + 1000))],
                             [layout.heldout / "manifest.json"], env=env))
+    return stages
+
+
+def setup_stages(experiment: Experiment, layout: Layout) -> list[Stage]:
+    m = experiment.model
+    env = _job_env(experiment)
+    stages = regime_data_stages(experiment, layout) if experiment.regime else plain_data_stages(experiment, layout)
     if m.get("source", "tiny") == "tiny":
-        args = ["model", "tiny", "--out", str(layout.model), "--resolution", str(m.get("resolution", d["size"])),
+        args = ["model", "tiny", "--out", str(layout.model), "--resolution", str(m.get("resolution", experiment.data["size"])),
                 "--seed", str(m.get("seed", 0))]
         if m.get("vae_steps") is not None:
             args += ["--vae-steps", str(m["vae_steps"])]
@@ -201,7 +212,14 @@ def chain_stages(experiment: Experiment, layout: Layout, variant: Variant, seed:
         Stage(f"generate_{tag}", generate_args, [gen / "prompts.jsonl"], env=env),
         Stage(f"evaluate_{tag}", evaluate_args, [evaluation / "report.json"], env=env),
     ]
-    if experiment.data.get("heldout", True):
+    for descriptor in experiment.extra_descriptors:
+        extra = layout.extra_evaluation(descriptor, variant.name, seed)
+        options = {**experiment.evaluate.get("options", {}), "descriptor": descriptor, "weights": None, "threshold": None}
+        stages.append(Stage(f"evaluate_{descriptor}_{tag}", ["evaluate", "--generations", str(gen), "--train-shards",
+                                                          str(layout.train_shards), "--out", str(extra),
+                                                          *option_flags(options)],
+                            [extra / "report.json"], env=env))
+    if experiment.has_heldout:
         heldout = layout.heldout_evaluation(variant.name, seed)
         stages.append(Stage(f"evaluate_heldout_{tag}", ["evaluate", "--generations", str(gen), "--train-shards",
                                                         str(layout.heldout), "--out", str(heldout),
@@ -211,7 +229,7 @@ def chain_stages(experiment: Experiment, layout: Layout, variant: Variant, seed:
 
 
 def build_plan(experiment: Experiment, out: Path) -> Plan:
-    layout = Layout(Path(out))
+    layout = Layout(Path(out), regime=experiment.regime)
     # Seed-major order: if the budget runs out, the finished seeds hold every variant.
     chains = [Chain(v.name, seed, chain_stages(experiment, layout, v, seed))
               for seed in experiment.seeds for v in experiment.variants]
@@ -237,113 +255,3 @@ def check_inputs(experiment: Experiment) -> None:
     deepspeed = _deepspeed_path(experiment.train.get("deepspeed"))
     if deepspeed and not Path(deepspeed).is_file():
         raise DftrainError(f"train.deepspeed: {experiment.train['deepspeed']} not found")
-
-
-class _Printer:
-    """Thread-safe one-line progress messages."""
-
-    def __init__(self, console) -> None:
-        self.console, self.lock = console, threading.Lock()
-
-    def __call__(self, text: str) -> None:
-        with self.lock:
-            self.console.print(text, markup=False, highlight=False)  # stage labels contain [brackets]
-
-
-def _pid_alive(pid: int) -> bool:
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return False
-    except PermissionError:
-        return True
-    return True
-
-
-@contextmanager
-def stage_lock(out: Path, name: str):
-    """Hold OUT/.stages/NAME.lock while a stage runs, so that two `dftrain reproduce` processes on one
-    folder never run the same stage into the same outputs. A lock left by a dead process is taken over."""
-    lock = out / ".stages" / f"{name}.lock"
-    lock.parent.mkdir(parents=True, exist_ok=True)
-    for _ in range(2):
-        try:
-            fd = os.open(lock, os.O_CREAT | os.O_EXCL | os.O_WRONLY)
-        except FileExistsError:
-            try:
-                owner = int(lock.read_text().strip() or "0")
-            except (OSError, ValueError):
-                owner = 0
-            if owner and _pid_alive(owner):
-                raise DftrainError(f"stage '{name}' is running in another process (pid {owner}); "
-                                   f"wait for it or remove {lock}") from None
-            lock.unlink(missing_ok=True)  # stale: its process is gone
-            continue
-        with os.fdopen(fd, "w") as f:
-            f.write(str(os.getpid()))
-        break
-    else:
-        raise DftrainError(f"could not take {lock}")
-    try:
-        yield
-    finally:
-        lock.unlink(missing_ok=True)
-
-
-def _run_one(out: Path, stage: Stage, outcome: Outcome, say: _Printer, label: str) -> None:
-    if is_done(out, stage):
-        outcome.reused.append(stage.name)
-        say(f"{label} {stage.name}: reused")
-        return
-    with stage_lock(out, stage.name):
-        if is_done(out, stage):  # finished by another process while we waited for the lock
-            outcome.reused.append(stage.name)
-            say(f"{label} {stage.name}: reused")
-            return
-        say(f"{label} {stage.name}: started (log: {out / 'logs' / (stage.name + '.log')})")
-        result = run_stage(out, stage)
-    outcome.ran.append(stage.name)
-    outcome.seconds[stage.name] = round(result.seconds, 1)
-    say(f"{label} {stage.name}: done in {result.seconds:.0f} s")
-
-
-def _run_chain(out: Path, chain: Chain, outcome: Outcome, say: _Printer, label: str) -> None:
-    for stage in chain.stages:
-        _run_one(out, stage, outcome, say, label)
-
-
-def run_plan(plan: Plan, experiment: Experiment, console=None) -> Outcome:
-    """Setup stages in order (a failure stops everything), then the chains `run.parallel` at a time,
-    then one `dftrain compare` per seed. Failures of chains are collected, not raised."""
-    from rich.console import Console
-
-    out = plan.layout.out
-    say = _Printer(console or Console(stderr=True))
-    outcome = Outcome()
-    started = time.perf_counter()
-    for index, stage in enumerate(plan.setup, 1):
-        _run_one(out, stage, outcome, say, f"[setup {index}/{len(plan.setup)}]")
-
-    total = len(plan.chains)
-    with ThreadPoolExecutor(max_workers=experiment.run["parallel"]) as pool:
-        futures = {pool.submit(_run_chain, out, chain, outcome, say, f"[{i}/{total}]"): chain
-                   for i, chain in enumerate(plan.chains, 1)}
-        for future in as_completed(futures):
-            chain = futures[future]
-            try:
-                future.result()
-            except DftrainError as exc:
-                key = f"{chain.variant}_seed{chain.seed}"
-                outcome.failed[key] = str(exc).splitlines()[0]
-                say(f"{key} FAILED: {outcome.failed[key]}")
-
-    for seed in experiment.seeds:
-        stage = compare_stage(plan.layout, seed, [v.name for v in experiment.variants])
-        if stage is None:
-            continue
-        try:
-            _run_one(out, stage, outcome, say, "[compare]")
-        except DftrainError as exc:
-            outcome.failed[stage.name] = str(exc).splitlines()[0]
-    outcome.seconds["total"] = round(time.perf_counter() - started, 1)
-    return outcome
