@@ -100,6 +100,11 @@ def test_seeds_and_variants_from_the_command_line(tmp_path):
         (lambda d: d.update(generalize={"options": {"no_such": 1}}), "generalize.options: unknown option 'no_such'"),
         (lambda d: d.update(generalize={"options": {"faithful": "yes"}}), "generalize.options.faithful"),
         (lambda d: d.update(generalize={"options": {"out": "x"}}), "generalize.options.out: set by dftrain"),
+        # evaluate.options typed as `dftrain evaluate` types them (the same EvaluateOptions model)
+        (lambda d: d.update(evaluate={"options": {"reference_n": 0}}),
+         "evaluate.options.reference_n: Input should be greater than or equal to 1, got 0"),
+        (lambda d: d.update(evaluate={"options": {"descriptor": "sift"}}), "evaluate.options.descriptor: Input should be"),
+        (lambda d: d.update(evaluate={"options": {"bg_sample": 5}}), "evaluate.options: unknown option 'bg_sample'"),
         (lambda d: d["data"].update(dup_fraction=1.0), "data.dup_fraction"),
         (lambda d: d["data"].pop("n"), "data.n is required"),
         (lambda d: d["model"].update(resolution=36), "multiple of 8"),

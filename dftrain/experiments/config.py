@@ -229,6 +229,14 @@ def check_generalize_section(problems: list[str], section: dict[str, Any]) -> di
     return {**section, "options": options}
 
 
+def check_evaluate_options(values: dict[str, Any], where: str) -> list[str]:
+    """evaluate.options typed as `dftrain evaluate` types them (the same EvaluateOptions model)."""
+    from dftrain.evaluate.options import EvaluateOptions
+    from dftrain.options import check_values
+
+    return check_values(EvaluateOptions, values, where)
+
+
 def check_train_options(values: dict[str, Any], where: str) -> list[str]:
     from dftrain.options import check_values
     from dftrain.train.config import TrainConfig
@@ -401,7 +409,7 @@ def check_pipeline_folder(path: Path, architecture: str) -> list[str]:
     return problems
 
 
-def load_experiment(path: str | Path, profile: str | None = None, *, seeds: str | list | None = None,
+def load_experiment(path: str | Path, profile: str | None = None, *, seeds: str | list | None = None,  # noqa: C901 (predates the complexity rule)
                     variants: str | list | None = None, overrides: dict | None = None) -> Experiment:
     """Read, merge the profile (default: the first listed) and validate; ConfigError lists all problems."""
     path = Path(path)
@@ -479,6 +487,7 @@ def load_experiment(path: str | Path, profile: str | None = None, *, seeds: str 
     if unknown:
         problems.append(f"evaluate: unknown key(s) {', '.join(sorted(unknown))} (flags go under evaluate.options)")
     evaluate_options = _options(problems, "evaluate.options", evaluate.get("options"), RESERVED_EVALUATE_OPTIONS)
+    problems.extend(check_evaluate_options(evaluate_options, "evaluate.options"))
     extra = _extra_descriptors(problems, evaluate.get("extra_descriptors"), evaluate_options.get("descriptor"))
     evaluate = {"options": evaluate_options, "extra_descriptors": extra}
 

@@ -231,7 +231,7 @@ def _change(entry: dict) -> str:
     return text
 
 
-def conclusions(summary: dict, changes: dict, n_seeds: int) -> list[str]:
+def conclusions(summary: dict, changes: dict, n_seeds: int) -> list[str]:  # noqa: C901 (predates the complexity rule)
     """Plain statements read off the numbers; they say when a difference is within the seed spread."""
     lines = []
     base = summary.get("baseline")
@@ -338,14 +338,10 @@ def _rel(path: Path, start: Path) -> str:
     return os.path.relpath(path, start)
 
 
-def render_markdown(report: dict, layout: Layout) -> str:
-    s, names = report["summary"], list(report["variants"])
-    data, budget = report["data"], report["budget"]
-    lines = [f"# dftrain {report.get('kind', 'reproduce')}: {report['experiment']} (profile {report['profile']})", ""]
-    lines += [report["headline"], ""]
-    lines += ["Does training with generalized captions and dual fusion copy training images less than the "
-              "baseline, at the same training budget, over several seeds? And does it still learn the data?", ""]
-
+def _results_section(report: dict, names: list[str]) -> list[str]:
+    """The copying table (all, duplicated, unique prompts) and the fit table, over seeds."""
+    s = report["summary"]
+    lines: list[str] = []
     lines += ["## Results (mean ± std over seeds)", ""]
     descriptor = report["runs"][0]["descriptor"] if report["runs"] else "-"
     lines += [f"Copying, {descriptor} descriptor (per generation: best similarity to any training image), for all "
@@ -386,8 +382,13 @@ def render_markdown(report: dict, layout: Layout) -> str:
               "sample size depend on the number and spread of the images, so compare variants with each other, "
               "not with this line).", ""]
 
-    lines += ["## Conclusions", ""] + [f"- {c}" for c in report["conclusions"]] + [""]
+    return lines
 
+
+def _changes_section(report: dict) -> list[str]:
+    """The paired changes against the baseline."""
+    extras = report.get("extra_descriptors", [])
+    lines: list[str] = []
     lines += ["## Change against the baseline, paired by seed", "",
               "| variant | sim_p95 | frac > 0.5 | dup sim_p95 | dup frac > 0.5 | frac > thr | own match (dup-aware) | "
               "final loss | fd held-out | fd train | diversity |"
@@ -405,6 +406,12 @@ def render_markdown(report: dict, layout: Layout) -> str:
     lines += ["", "Relative change in % (mean ± std over seeds; p: paired t-test over seeds, two-sided). "
               "Negative = lower than the baseline of the same seed.", ""]
 
+    return lines
+
+
+def _per_seed_section(report: dict, names: list[str]) -> list[str]:
+    """One row per (variant, seed), and what did not finish."""
+    lines: list[str] = []
     lines += ["## Per seed", "",
               "| variant | seed | sim_p95 | frac > thr | frac > 0.5 | own match (dup-aware) | own match (exact) | "
               "final loss | fd held-out | fd train | sim_p95 held-out | train s |",
@@ -421,6 +428,13 @@ def render_markdown(report: dict, layout: Layout) -> str:
         lines += ["", "Failed: " + "; ".join(f"{k}: {v}" for k, v in report["failed"].items())]
     lines.append("")
 
+    return lines
+
+
+def _setup_section(report: dict) -> list[str]:
+    """Data, generalized captions, budget, variants and seeds."""
+    data, budget = report["data"], report["budget"]
+    lines: list[str] = []
     lines += ["## Setup", ""]
     if data:
         lines.append(f"- Data: {data['n_train']} training images, {data['unique_images']} unique "
@@ -448,6 +462,22 @@ def render_markdown(report: dict, layout: Layout) -> str:
                  "are shared by all seeds.")
     lines.append("")
 
+    return lines
+
+
+def render_markdown(report: dict, layout: Layout) -> str:
+    names = list(report["variants"])
+    lines = [f"# dftrain {report.get('kind', 'reproduce')}: {report['experiment']} (profile {report['profile']})", ""]
+    lines += [report["headline"], ""]
+    lines += ["Does training with generalized captions and dual fusion copy training images less than the "
+              "baseline, at the same training budget, over several seeds? And does it still learn the data?", ""]
+
+    lines += _results_section(report, names)
+    lines += ["## Conclusions", ""] + [f"- {c}" for c in report["conclusions"]] + [""]
+
+    lines += _changes_section(report)
+    lines += _per_seed_section(report, names)
+    lines += _setup_section(report)
     lines += ["## What this measures", "",
               "- **sim_p95** (the replication score of the prior study and the paper): for every generation, the "
               "highest cosine similarity of its copy-detection descriptor to any training image; the 95th "
