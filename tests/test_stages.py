@@ -1,4 +1,4 @@
-"""Resumable stages (dftrain/stages.py): reuse decided by arguments and the content of inputs and outputs."""
+"""Resumable stages (dftrain/experiments/stages.py): reuse decided by arguments and the content of inputs and outputs."""
 
 from __future__ import annotations
 
