@@ -43,9 +43,21 @@ def train(given: dict, *, config: str | None, local_rank: int | None) -> None:
 
     from dftrain.train.trainer import train as run_training
 
-    summary = run_training(cfg, facts=facts)
+    try:
+        summary = run_training(cfg, facts=facts)
+    finally:
+        _leave_process_group()
     if summary.get("interrupted"):
         raise typer.Exit(code=143)  # stopped by SIGTERM after a checkpoint: not finished
     if summary.get("history") and int(os.environ.get("RANK", "0")) == 0:
         last = summary["history"][-1]
         typer.echo(f"done: step {summary['step']}, loss {last['loss']:.4f}, {last['samples_per_s']:.2f} samples/s, run {summary['run_dir']}")
+
+
+def _leave_process_group() -> None:
+    """Tear the process group down before the interpreter exits: left to exit-time destructors, gloo's
+    threads were seen to abort a finished rank ("terminate called without an active exception")."""
+    import torch.distributed as dist
+
+    if dist.is_available() and dist.is_initialized():
+        dist.destroy_process_group()
