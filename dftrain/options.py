@@ -86,6 +86,24 @@ def flag_name(name: str) -> str:
 
 # --- values from files and flags ---------------------------------------------------------------------------
 
+def read_yaml_mapping(path: str | os.PathLike, *, kind: str, holds: str) -> dict[str, Any]:
+    """A YAML file that must hold a mapping (a run config, an experiment file); one-line errors naming it."""
+    from pathlib import Path
+
+    import yaml
+
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f"{kind} not found: {path}")
+    try:
+        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    except yaml.YAMLError as exc:
+        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
+    if not isinstance(data, dict):
+        raise ConfigError(f"{path}: expected a mapping of {holds}")
+    return data
+
+
 def normalise_keys(values: dict[str, Any], model: type[Options], source: str) -> dict[str, Any]:
     """Keys as field names (dashes or underscores); an unknown key is a one-line error naming the source."""
     names, out = option_names(model), {}

@@ -155,17 +155,9 @@ def parse_variant_names(text: str | list | None) -> list[str] | None:
 
 
 def _read_yaml(path: Path) -> dict:
-    import yaml
+    from dftrain.options import read_yaml_mapping
 
-    if not path.is_file():
-        raise ConfigError(f"experiment file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8"))
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of sections")
-    return data
+    return read_yaml_mapping(path, kind="experiment file", holds="sections")
 
 
 def _section(problems: list[str], data: dict, name: str) -> dict:

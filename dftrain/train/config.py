@@ -13,7 +13,16 @@ from pathlib import Path
 from typing import Any, Literal
 
 from dftrain.errors import ConfigError
-from dftrain.options import Integer, Number, Options, PathList, Switch, build_options, option
+from dftrain.options import (
+    Integer,
+    Number,
+    Options,
+    PathList,
+    Switch,
+    build_options,
+    option,
+    read_yaml_mapping,
+)
 from dftrain.paths import packaged_ds_config
 from dftrain.progress import DEFAULT_LOG_INTERVAL, LOG_INTERVAL_HELP
 from dftrain.shards.inputs import SHARDS_HELP
@@ -126,17 +135,7 @@ class TrainConfig(Options):
 
 
 def load_yaml(path: str | os.PathLike) -> dict[str, Any]:
-    import yaml
-
-    path = Path(path)
-    if not path.is_file():
-        raise ConfigError(f"config file not found: {path}")
-    try:
-        data = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
-    except yaml.YAMLError as exc:
-        raise ConfigError(f"{path}: not valid YAML ({exc})") from exc
-    if not isinstance(data, dict):
-        raise ConfigError(f"{path}: expected a mapping of options")
+    data = read_yaml_mapping(path, kind="config file", holds="options")
     if isinstance(data.get("train"), dict):  # allow a `train:` section
         data = data["train"]
     return data
