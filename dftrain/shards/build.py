@@ -280,7 +280,7 @@ def images_without_caption(counts: list[dict[str, int] | None]) -> int | None:
 
 def _build_job(files: list[Path], images: Path, samples_per_shard: int, match: str, limits: Limits) -> str:
     """What decides a build's output: the captions' content, the image folder, the options."""
-    from dftrain.fingerprint import file_sha256, options_sha256
+    from dftrain.digests import file_sha256, options_sha256
 
     return options_sha256({"captions": [file_sha256(f) for f in files], "images": str(images.resolve()),
                            "samples_per_shard": samples_per_shard, "match": match, "limits": limits.to_dict()})

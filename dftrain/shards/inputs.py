@@ -82,7 +82,7 @@ class ShardSet:
         return self.manifests[0].extra if self.manifests else {}
 
     def sha256(self) -> str:
-        from dftrain.fingerprint import options_sha256
+        from dftrain.digests import options_sha256
 
         listed = [[s.name, s.samples, s.sha256] for s in self.shards]
         return options_sha256({"kind": self.kind, "shards": listed})

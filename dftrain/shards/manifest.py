@@ -13,9 +13,9 @@ from datetime import datetime, timezone
 from pathlib import Path
 from typing import Any
 
+from dftrain.digests import sha256_file  # noqa: F401  (part of the shards API)
 from dftrain.errors import DftrainError
 from dftrain.files import atomic_write_bytes
-from dftrain.fingerprint import sha256_file  # noqa: F401  (part of the shards API)
 
 SCHEMA_VERSION = 1
 MANIFEST_NAME = "manifest.json"

@@ -15,7 +15,6 @@ class's synonyms (json `class_synonyms`, or a comma-separated `class_name` as in
 
 from __future__ import annotations
 
-import io
 import logging
 import random
 from collections.abc import Iterator
@@ -25,6 +24,7 @@ from pathlib import Path
 import torch
 
 from dftrain.errors import ConfigError, DftrainError
+from dftrain.train.input_pipeline import crop_image
 
 log = logging.getLogger("dftrain.train")
 
@@ -68,23 +68,6 @@ def pixels_from_crop(array) -> torch.Tensor:
     import numpy as np
 
     return torch.from_numpy(np.asarray(array, dtype=np.uint8)).permute(2, 0, 1).contiguous().float().div_(127.5).sub_(1.0)
-
-
-def crop_image(jpg: bytes, resolution: int):
-    """JPEG bytes -> uint8 array [R, R, 3]: the decoding work, which --num-workers moves to other processes."""
-    import numpy as np
-    from PIL import Image
-
-    with Image.open(io.BytesIO(jpg)) as im:
-        im = im.convert("RGB")
-        w, h = im.size
-        scale = resolution / min(w, h)
-        if scale != 1.0:
-            im = im.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC)
-        w, h = im.size
-        left, top = (w - resolution) // 2, (h - resolution) // 2
-        im = im.crop((left, top, left + resolution, top + resolution))
-        return np.asarray(im, dtype=np.uint8).copy()
 
 
 def load_latents_field(raw: bytes) -> dict[str, torch.Tensor]:

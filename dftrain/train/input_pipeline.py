@@ -11,6 +11,7 @@ end it: it would wait on the pool's queue forever.
 
 from __future__ import annotations
 
+import io
 import os
 import signal
 import threading
@@ -27,10 +28,25 @@ class UndecodableImage(Exception):
     """A worker's decoding error, as its message (any exception type PIL raises pickles as this one)."""
 
 
-def decode_crops(jpgs: list[bytes], resolution: int) -> list:
-    """In a worker: each JPEG's uint8 crop (dftrain.train.data.crop_image), or the error it raised."""
-    from dftrain.train.data import crop_image
+def crop_image(jpg: bytes, resolution: int):
+    """JPEG bytes -> uint8 array [R, R, 3]: the decoding work, which --num-workers moves to other processes."""
+    import numpy as np
+    from PIL import Image
 
+    with Image.open(io.BytesIO(jpg)) as im:
+        im = im.convert("RGB")
+        w, h = im.size
+        scale = resolution / min(w, h)
+        if scale != 1.0:
+            im = im.resize((max(resolution, round(w * scale)), max(resolution, round(h * scale))), Image.BICUBIC)
+        w, h = im.size
+        left, top = (w - resolution) // 2, (h - resolution) // 2
+        im = im.crop((left, top, left + resolution, top + resolution))
+        return np.asarray(im, dtype=np.uint8).copy()
+
+
+def decode_crops(jpgs: list[bytes], resolution: int) -> list:
+    """In a worker: each JPEG's uint8 crop (crop_image), or the error it raised."""
     crops = []
     for jpg in jpgs:
         try:
