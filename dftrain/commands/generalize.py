@@ -24,6 +24,7 @@ def generalize(given: dict) -> None:
     import logging
 
     from dftrain.generalize.options import build_generalize_options, validate
+    from dftrain.generalize.passes import table_summary
     from dftrain.generalize.stage import finalize as write_manifest
     from dftrain.generalize.stage import run_from_options
     from dftrain.progress import set_default_interval
@@ -36,7 +37,7 @@ def generalize(given: dict) -> None:
     out = Path(opts.out)
     if opts.finalize:
         write_manifest(opts.shards, out, command=command, require_all=True,
-                       table_parts=opts.dedup_parts if opts.dedup == "global" else None)
+                       dedup=table_summary(out, opts.dedup_parts) if opts.dedup == "global" else None)
         typer.echo(f"wrote {out / 'manifest.json'}")
         return
     report = run_from_options(opts, command=command)

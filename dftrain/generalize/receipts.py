@@ -114,14 +114,6 @@ def shard_is_done(out_dir: Path, shard_name: str, key: dict, *, verify_sha: bool
     return True
 
 
-def _table_summary(out_dir: Path, parts: int | None) -> dict | None:
-    if parts is None:
-        return None
-    from dftrain.generalize.passes import table_summary
-
-    return table_summary(out_dir, parts)
-
-
 def input_shards(in_dir) -> list:
     """The input shards (ShardInfo, under their names unique in the set: dftrain.shards.inputs) in order."""
     from dftrain.shards.inputs import shard_set
@@ -145,12 +137,13 @@ def _source_folders(in_dir) -> str | list[str]:
 
 
 def finalize(in_dir, out_dir: Path, *, command: str = "", require_all: bool = True, write: bool = True,
-             table_parts: int | None = None) -> bool:
+             dedup: dict | None = None) -> bool:
     """Write OUT/manifest.json when every input shard has a finished output shard made from its
     current content.
 
     Returns False (or raises DftrainError with require_all) when some are missing or stale.
-    write=False only checks (True: the manifest would be written).
+    write=False only checks (True: the manifest would be written). `dedup`: the caption table's summary
+    (passes.table_summary) with --dedup global, recorded in the manifest.
     """
     from dftrain.shards import Manifest, ShardInfo
 
@@ -203,7 +196,7 @@ def finalize(in_dir, out_dir: Path, *, command: str = "", require_all: bool = Tr
                "fallback_reasons": dict(totals["fallback_reasons"]),
                "unique_captions": sum(r.get("unique_captions", 0) for r in receipts.values()),
                "generality_before_mean": wmean(0), "generality_after_mean": wmean(1),
-               "dedup": _table_summary(out_dir, table_parts)},
+               "dedup": dedup},
     )
     manifest.save(out_dir)
     return True
