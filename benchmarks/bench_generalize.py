@@ -1,6 +1,6 @@
 """Caption generalization with the embedded model (SmolLM2-135M, CPU): speed and quality.
 
-    .venv/bin/python -m benchmarks.bench_generalize [--quick] [--dedup-only]
+    .venv/bin/python -m benchmarks.bench_generalize [--quick] [--dedup-only] [--ray]
 
 Speed (captions/s, greedy fp32, one process):
 - the same unique captions at batch 1, 8 and 32 (shared few-shot prefix KV cache on), and at
@@ -12,6 +12,8 @@ Zipf(1.0) repetition from 500 distinct synthetic captions (re-uploads within and
 whole stage (generalize_shards, fallback chain, shard IO): --dedup global vs --dedup shard, both batch 32,
 vs one caption at a time for every sample (its rate measured on the first 60 samples: it reuses nothing,
 so its rate does not depend on the set); dedup ratios; whether both dedup modes wrote the same bytes.
+Runner (--ray runs just this): the same set through --dedup global with the plain runner (one process, 2 torch
+threads) and with --engine ray (2 model workers of 1 thread) on the 2 cores; seconds, ratio, same bytes.
 Quality, through the whole chain (LLM, retry, rule-based fallback):
 - 100 synthetic specific captions (dftrain.synthetic) and 40 hand-written LAION-like ones:
   mean generality score before/after (dftrain.score), share of outputs under 5 words,
@@ -157,6 +159,41 @@ def dedup_at_scale(backend, spec, quick: bool) -> dict:
     return result
 
 
+def ray_vs_plain(quick: bool) -> dict:
+    """The same LAION-like set through --dedup global with the plain runner (one process, 2 torch threads)
+    and with --engine ray (2 model workers, 1 thread each) on this machine's 2 cores; same output?"""
+    import os
+    import tempfile
+
+    import torch
+
+    from dftrain.generalize.stage import generalize_shards
+    from tests.generalize_helpers import write_input_shards
+
+    os.environ["OMP_NUM_THREADS"] = "1"  # each Ray worker: one thread, as one rank per core would
+    samples, n_shards = (400, 4) if quick else (2000, 10)
+    shards = laion_like_shards(samples, n_shards, 500)
+    result: dict = {"samples": samples, "shards": n_shards, "cores": os.cpu_count()}
+    with tempfile.TemporaryDirectory() as tmp:
+        in_dir = write_input_shards(Path(tmp) / "in", shards)
+        common = {"backend": "embedded", "batch_size": 32, "score": "off", "faithful": False, "progress": False,
+                  "rank": 0, "world_size": 1, "dedup": "global", "dedup_parts": 8}
+        torch.set_num_threads(2)
+        started = time.perf_counter()
+        generalize_shards(in_dir, Path(tmp) / "plain", **common)
+        result["plain_2_threads"] = {"seconds": round(time.perf_counter() - started, 2)}
+        torch.set_num_threads(1)
+        started = time.perf_counter()
+        generalize_shards(in_dir, Path(tmp) / "ray", engine="ray", ray_workers=2, **common)
+        result["ray_2_workers"] = {"seconds": round(time.perf_counter() - started, 2)}
+        for name in ("plain_2_threads", "ray_2_workers"):
+            result[name]["captions_per_s"] = round(samples / result[name]["seconds"], 3)
+        result["ray_vs_plain"] = round(result["plain_2_threads"]["seconds"] / result["ray_2_workers"]["seconds"], 2)
+        read = {m: {p.name: p.read_bytes() for p in sorted((Path(tmp) / m).glob("*.tar"))} for m in ("plain", "ray")}
+        result["same_output"] = read["plain"] == read["ray"]
+    return result
+
+
 def rate(backend, spec, captions: list[str], batch_size: int) -> dict:
     from dftrain.generalize.prompts import ask
 
@@ -196,7 +233,7 @@ def quality(backend, spec, scorer, captions: list[str], batch_size: int, target:
     }
 
 
-def main(quick: bool = False, dedup_only: bool = False) -> dict:
+def main(quick: bool = False, dedup_only: bool = False, ray: bool = False) -> dict:
     import torch
 
     from dftrain.generalize.generalizer import Generalizer
@@ -204,6 +241,12 @@ def main(quick: bool = False, dedup_only: bool = False) -> dict:
     from dftrain.llm.backends import load_backend
     from dftrain.score import load_scorer
 
+    if ray:  # --ray runs just the plain vs Ray runner comparison, kept beside the other figures
+        previous = RESULTS / "generalize.json"
+        result = json.loads(previous.read_text()) if previous.is_file() else {}
+        result["ray_vs_plain"] = ray_vs_plain(quick)
+        _save(result)
+        return result
     torch.set_num_threads(1)
     unique_n, shard_n, synthetic_n = (8, 16, 20) if quick else (24, 48, 100)
     started = time.perf_counter()
@@ -276,4 +319,4 @@ def _save(result: dict) -> None:
 
 
 if __name__ == "__main__":
-    main(quick="--quick" in sys.argv[1:], dedup_only="--dedup-only" in sys.argv[1:])
+    main(quick="--quick" in sys.argv[1:], dedup_only="--dedup-only" in sys.argv[1:], ray="--ray" in sys.argv[1:])
