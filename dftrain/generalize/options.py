@@ -10,7 +10,16 @@ from __future__ import annotations
 from typing import Literal
 
 from dftrain.errors import ConfigError
-from dftrain.options import Integer, Number, Options, PathList, Switch, build_options, option
+from dftrain.options import (
+    Integer,
+    Number,
+    Options,
+    PathList,
+    Switch,
+    build_options,
+    missing_required,
+    option,
+)
 from dftrain.progress import DEFAULT_LOG_INTERVAL, LOG_INTERVAL_HELP
 from dftrain.shards.inputs import SHARDS_HELP
 
@@ -90,7 +99,7 @@ def validate(opts: GeneralizeOptions) -> None:
     from dftrain.generalize.engine_args import parse_engine_args
     from dftrain.generalize.generalizer import parse_fallback
 
-    problems = [f"--{name} is required" for name in ("shards", "out") if not getattr(opts, name)]
+    problems = missing_required(opts)
     if opts.finalize:
         if problems:
             raise ConfigError("; ".join(problems))

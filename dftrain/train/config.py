@@ -20,6 +20,7 @@ from dftrain.options import (
     PathList,
     Switch,
     build_options,
+    missing_required,
     option,
     read_yaml_mapping,
 )
@@ -205,7 +206,7 @@ def validate(cfg: TrainConfig) -> dict[str, Any]:
     DeepSpeed config, whether the data is precomputed)."""
     problems: list[str] = []
     facts: dict[str, Any] = {}
-    problems += [f"--{name} is required" for name in ("model", "shards", "out") if not getattr(cfg, name)]
+    problems += missing_required(cfg)
     if cfg.model:
         _check_model_folder(Path(cfg.model), problems)
     train_extra = _check_training_shards(cfg, problems, facts) if cfg.shards else {}
