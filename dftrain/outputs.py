@@ -42,6 +42,9 @@ log = logging.getLogger("dftrain.outputs")
 MARKER_NAME = ".dftrain-output.json"
 LOCK_NAME = ".dftrain-lock"
 # Temporary names dftrain's writers use: `x.tmp`, `.x.<random>.tmp`, `x.tmp<pid>`, `.x.tmp<pid>`.
+# The help of every stage's --overwrite (a Typer option in dftrain/commands, a field in the typed option models).
+OVERWRITE_HELP = ("Write into a folder dftrain did not create (or made by another stage), replacing dftrain's files "
+                  "there; and redo work that is already done.")
 DEFAULT_TEMP_PATTERNS = ("*.tmp", ".*.tmp", "*.tmp[0-9]*", ".*.tmp[0-9]*")
 # errno values that mean "this disk cannot take the write", not a bug.
 DISK_ERRNOS = {

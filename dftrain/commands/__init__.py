@@ -9,13 +9,12 @@ from typing import Annotated
 
 import typer
 
+from dftrain.outputs import OVERWRITE_HELP
 from dftrain.progress import DEFAULT_LOG_INTERVAL, LOG_INTERVAL_HELP, interval_problem, set_default_interval
 from dftrain.shards.inputs import SHARDS_HELP
 
 # The one --overwrite option of every stage that writes an output folder (see dftrain/outputs.py).
-Overwrite = Annotated[bool, typer.Option(
-    "--overwrite", help="Write into a folder dftrain did not create (or made by another stage), "
-    "replacing dftrain's files there; and redo work that is already done.")]
+Overwrite = Annotated[bool, typer.Option("--overwrite", help=OVERWRITE_HELP)]
 
 
 def shards_option(what: str, flag: str = "--shards", *, required: bool = True):

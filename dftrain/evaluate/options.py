@@ -18,6 +18,7 @@ from dftrain.options import (
     missing_required,
     option,
 )
+from dftrain.outputs import OVERWRITE_HELP
 from dftrain.progress import DEFAULT_LOG_INTERVAL, LOG_INTERVAL_HELP
 from dftrain.shards.inputs import SHARDS_HELP
 
@@ -69,9 +70,7 @@ class EvaluateOptions(Options):
                                         default_text="$DFTRAIN_CACHE/descriptors", metavar="DIR")
     no_cache: Switch = option(False, "Do not read or write the descriptor cache (one process only).",
                               flags=("--no-cache",))
-    overwrite: Switch = option(False, "Write into a folder dftrain did not create (or made by another stage), "
-                               "replacing dftrain's files there; and redo work that is already done.",
-                               flags=("--overwrite",))
+    overwrite: Switch = option(False, OVERWRITE_HELP, flags=("--overwrite",))
     log_interval: Number = option(DEFAULT_LOG_INTERVAL, LOG_INTERVAL_HELP, gt=0.0)
 
     @property
