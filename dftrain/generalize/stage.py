@@ -329,15 +329,13 @@ class _Run:
 
     def write_manifest(self, *, changed: bool) -> None:
         in_dir, out_dir, report = self.in_dir, self.out_dir, self.report
-        from dftrain.generalize.passes import table_summary
-
-        dedup = table_summary(out_dir, self.dedup.parts) if self.dedup.mode == "global" else None
         manifest = out_dir / "manifest.json"
         if not changed and manifest.is_file() and finalize(in_dir, out_dir, require_all=False, write=False):
             report.manifest_written = True  # nothing changed here or elsewhere: keep the manifest as it is
         else:
+            # report.dedup: the caption table's summary, read by the write pass (--dedup global; else None)
             report.manifest_written = finalize(in_dir, out_dir, command=self.command, require_all=False,
-                                               dedup=dedup)
+                                               dedup=report.dedup)
             if not report.manifest_written:
                 manifest.unlink(missing_ok=True)  # it described shards that are now stale
 
